@@ -1,0 +1,139 @@
+"""The append-only, hash-chained audit trail.
+
+Each event stores the hash of the event before it and a SHA-256 over that
+hash and a canonical JSON encoding of its own fields, so altering, inserting
+or removing a row breaks the chain from that point on.  Writers take a
+transaction-scoped PostgreSQL advisory lock, so concurrent writers (web
+processes, RQ workers) append one at a time and the chain stays linear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timezone as dt_timezone
+
+from django.db import connection, models, transaction
+from django.utils import timezone
+
+GENESIS_HASH = "0" * 64
+# Arbitrary constant identifying the audit chain's advisory lock.
+ADVISORY_LOCK_KEY = 0x48434150_41554454 & 0x7FFFFFFFFFFFFFFF  # "HCAPAUDT"
+
+OUTCOMES = ("success", "failure", "denied", "error")
+
+
+class AuditEvent(models.Model):
+    created_at = models.DateTimeField(db_index=True)
+    actor = models.CharField(max_length=255, db_index=True)
+    actor_groups = models.JSONField(default=list)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    action = models.CharField(max_length=100, db_index=True)
+    target = models.CharField(max_length=500, blank=True)
+    outcome = models.CharField(max_length=20, choices=[(o, o) for o in OUTCOMES])
+    details = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.action} {self.actor} {self.outcome}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None or not self._state.adding:
+            raise ValueError("audit events are append-only and cannot be changed")
+        return super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("audit events are append-only and cannot be deleted")
+
+    # -- hashing ------------------------------------------------------------
+    def canonical(self) -> str:
+        created = self.created_at.astimezone(dt_timezone.utc).isoformat(timespec="microseconds")
+        body = {
+            "created_at": created,
+            "actor": self.actor,
+            "actor_groups": list(self.actor_groups or []),
+            "source_ip": self.source_ip or None,
+            "user_agent": self.user_agent or "",
+            "action": self.action,
+            "target": self.target or "",
+            "outcome": self.outcome,
+            "details": self.details or {},
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def compute_hash(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(self.prev_hash.encode("ascii"))
+        digest.update(b"\n")
+        digest.update(self.canonical().encode("utf-8"))
+        return digest.hexdigest()
+
+
+def _client_ip(request) -> str | None:
+    # REMOTE_ADDR only: X-Forwarded-For is client-controlled unless a trusted
+    # proxy rewrites it, and OpenShift's router sets REMOTE_ADDR to itself.
+    # Deployments behind a trusted proxy set HCAPADMIN_TRUSTED_PROXY_HEADER.
+    from django.conf import settings
+
+    header = getattr(settings, "TRUSTED_PROXY_HEADER", None)
+    if header:
+        value = request.META.get(header, "")
+        if value:
+            return value.split(",")[0].strip() or None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _normalise(details) -> dict:
+    # What is hashed must be exactly what PostgreSQL gives back.
+    return json.loads(json.dumps(details or {}, default=str, sort_keys=True))
+
+
+def record(
+    action: str,
+    *,
+    request=None,
+    actor: str | None = None,
+    actor_groups=None,
+    target: str = "",
+    outcome: str = "success",
+    details: dict | None = None,
+    source_ip: str | None = None,
+    user_agent: str = "",
+) -> AuditEvent:
+    """Append one event.  Call it inside the transaction that does the work,
+    so the event and the change commit (or roll back) together."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    if request is not None:
+        principal = getattr(request, "principal", None)
+        if actor is None:
+            actor = principal.name if principal else "anonymous"
+        if actor_groups is None:
+            actor_groups = list(principal.groups) if principal else []
+        source_ip = source_ip or _client_ip(request)
+        user_agent = user_agent or request.META.get("HTTP_USER_AGENT", "")
+    event = AuditEvent(
+        actor=(actor or "system")[:255],
+        actor_groups=list(actor_groups or []),
+        source_ip=source_ip,
+        user_agent=(user_agent or "")[:512],
+        action=action[:100],
+        target=(target or "")[:500],
+        outcome=outcome,
+        details=_normalise(details),
+    )
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+        last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+        event.prev_hash = last or GENESIS_HASH
+        # Truncate to microseconds, as PostgreSQL stores it.
+        event.created_at = timezone.now()
+        event.hash = event.compute_hash()
+        event.save()
+    return event

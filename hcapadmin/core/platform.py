@@ -1,0 +1,43 @@
+"""Builds the configured platform driver from settings (one per process)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from django.conf import settings
+
+from hcapadmin.lib import dburl
+from ops.platform import PlatformDriver, make_driver
+
+
+def driver_config() -> dict:
+    if settings.PLATFORM == "openshift":
+        return {
+            "api_url": settings.OPENSHIFT_API_URL,
+            "namespace": settings.OPENSHIFT_NAMESPACE,
+            "token": settings.OPENSHIFT_TOKEN,
+            "ca_file": settings.OPENSHIFT_CA_FILE,
+            "server_name": settings.OPENSHIFT_SERVER_NAME,
+            "patroni_name": settings.OPENSHIFT_PATRONI_NAME,
+            "patroni_leader_configmap": settings.OPENSHIFT_PATRONI_LEADER_CONFIGMAP,
+            "backup_name": settings.OPENSHIFT_BACKUP_NAME,
+            "cronjobs": tuple(settings.OPENSHIFT_CRONJOBS),
+        }
+    return {
+        "database_conninfo": dburl.to_conninfo(settings.MANAGED_DATABASE_URL),
+        "backup_dir": settings.BACKUP_DIR,
+        "migrations_dir": settings.MIGRATIONS_DIR,
+        "backup_host": settings.BACKUP_HOST,
+        "patroni_url": settings.PATRONI_URL,
+        "node_pg_migrate": settings.NODE_PG_MIGRATE,
+    }
+
+
+@lru_cache(maxsize=1)
+def _cached(kind: str, key: tuple) -> PlatformDriver:
+    return make_driver(kind, **dict(key))
+
+
+def get_driver() -> PlatformDriver:
+    config = driver_config()
+    return _cached(settings.PLATFORM, tuple(sorted(config.items())))

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LogbrowserConfig(AppConfig):
+    name = "hcapadmin.logbrowser"
+    label = "logbrowser"

@@ -1,0 +1,210 @@
+"""Django settings for hcapadmin.  Everything comes from the environment;
+see the settings table in README.md.  A malformed value stops start-up with
+ImproperlyConfigured naming the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from hcapadmin.lib import dburl, env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Core -------------------------------------------------------------------
+DEBUG = env.boolean("HCAPADMIN_DEBUG", False)
+SANDBOX = env.boolean("HCAPADMIN_SANDBOX", False)
+SECRET_KEY = env.secret("SECRET_KEY")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE): expected a long random string; it is required")
+ALLOWED_HOSTS = env.csv_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.csv_list("CSRF_TRUSTED_ORIGINS", [])
+HTTPS = env.boolean("HCAPADMIN_HTTPS", True)
+TRUSTED_PROXY_HEADER = env.string("HCAPADMIN_TRUSTED_PROXY_HEADER", None)  # e.g. HTTP_X_FORWARDED_FOR
+ENVIRONMENT_NAME = env.string("HCAPADMIN_ENVIRONMENT_NAME", "sandbox" if SANDBOX else "")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "axes",
+    "django_rq",
+    "hcapadmin.core",
+    "hcapadmin.accounts",
+    "hcapadmin.audit",
+    "hcapadmin.jobs",
+    "hcapadmin.backups",
+    "hcapadmin.logbrowser",
+    "migrations_ui",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "hcapadmin.accounts.middleware.PrincipalMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "hcapadmin.urls"
+WSGI_APPLICATION = "hcapadmin.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "hcapadmin.core.context_processors.portal",
+            ],
+        },
+    }
+]
+
+# --- Portal database (PostgreSQL) --------------------------------------------
+_database_url = env.url("DATABASE_URL", schemes=("postgres", "postgresql"), secret_value=True)
+if not _database_url:
+    raise ImproperlyConfigured("DATABASE_URL (or DATABASE_URL_FILE): expected a postgres:// URL; it is required")
+DATABASES = {"default": dburl.parse(_database_url)}
+DATABASES["default"]["CONN_MAX_AGE"] = env.integer("HCAPADMIN_DB_CONN_MAX_AGE", 60, minimum=0)
+DATABASES["default"]["OPTIONS"].setdefault("connect_timeout", 5)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis and jobs -----------------------------------------------------------
+REDIS_URL = env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss", "unix"), secret_value=True)
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "SOCKET_CONNECT_TIMEOUT": 3, "SOCKET_TIMEOUT": 10},
+}
+# (job-specific settings are added by the jobs section below)
+
+# --- MongoDB logs --------------------------------------------------------------
+MONGO_URL = env.url("MONGO_URL", "mongodb://127.0.0.1:27017/", schemes=("mongodb", "mongodb+srv"), secret_value=True)
+MONGO_LOG_DB = env.string("MONGO_LOG_DB", "logs")
+MONGO_LOG_COLLECTION = env.string("MONGO_LOG_COLLECTION", "log")
+
+# --- Platform -------------------------------------------------------------------
+PLATFORM = env.choice("HCAPADMIN_PLATFORM", "local", ("local", "openshift"))
+# local driver
+MANAGED_DATABASE_URL = env.url(
+    "HCAPADMIN_MANAGED_DATABASE_URL", None, schemes=("postgres", "postgresql"), secret_value=True
+)
+BACKUP_DIR = env.string("HCAPADMIN_BACKUP_DIR", str(BASE_DIR / "var" / "backups"))
+MIGRATIONS_DIR = env.string("HCAPADMIN_MIGRATIONS_DIR", str(BASE_DIR / "var" / "migrations"))
+PATRONI_URL = env.url("HCAPADMIN_PATRONI_URL", None, schemes=("http", "https"))
+BACKUP_HOST = env.string("HCAPADMIN_BACKUP_HOST", "hcap-patroni")
+NODE_PG_MIGRATE = env.string("HCAPADMIN_NODE_PG_MIGRATE", str(BASE_DIR / "node_modules" / ".bin" / "node-pg-migrate"))
+# openshift driver
+OPENSHIFT_API_URL = env.url("HCAPADMIN_OPENSHIFT_API_URL", None, schemes=("https", "http"))
+OPENSHIFT_CA_FILE = env.string("HCAPADMIN_OPENSHIFT_CA_FILE", None)
+OPENSHIFT_NAMESPACE = env.string("HCAPADMIN_OPENSHIFT_NAMESPACE", None)
+OPENSHIFT_TOKEN = env.secret("HCAPADMIN_OPENSHIFT_TOKEN")  # service account; in-cluster when unset
+OPENSHIFT_SERVER_NAME = env.string("HCAPADMIN_OPENSHIFT_SERVER_NAME", "hcap-server")
+OPENSHIFT_PATRONI_NAME = env.string("HCAPADMIN_OPENSHIFT_PATRONI_NAME", "hcap-patroni")
+OPENSHIFT_PATRONI_LEADER_CONFIGMAP = env.string("HCAPADMIN_OPENSHIFT_PATRONI_LEADER_CONFIGMAP", "hcap-patroni-leader")
+OPENSHIFT_BACKUP_NAME = env.string("HCAPADMIN_OPENSHIFT_BACKUP_NAME", "hcap-backup")
+OPENSHIFT_CRONJOBS = env.csv_list(
+    "HCAPADMIN_OPENSHIFT_CRONJOBS",
+    ["hcap-archive-withdrawn", "hcap-in-progress-stale-clean", "hcap-open-expired-clean"],
+)
+if PLATFORM == "openshift":
+    for _name, _value in (("HCAPADMIN_OPENSHIFT_API_URL", OPENSHIFT_API_URL), ("HCAPADMIN_OPENSHIFT_NAMESPACE", OPENSHIFT_NAMESPACE)):
+        if not _value:
+            raise ImproperlyConfigured(f"{_name}: required when HCAPADMIN_PLATFORM=openshift")
+    if OPENSHIFT_CA_FILE and not Path(OPENSHIFT_CA_FILE).is_file():
+        raise ImproperlyConfigured(f"HCAPADMIN_OPENSHIFT_CA_FILE={OPENSHIFT_CA_FILE!r}: expected a readable PEM file")
+elif not MANAGED_DATABASE_URL:
+    raise ImproperlyConfigured("HCAPADMIN_MANAGED_DATABASE_URL: required when HCAPADMIN_PLATFORM=local (postgres:// URL)")
+
+# --- Login and roles (issue 3) ---------------------------------------------------
+LOCAL_ACCOUNTS = env.boolean("HCAPADMIN_LOCAL_ACCOUNTS", False)
+DEMO_PASSWORD = env.secret("HCAPADMIN_DEMO_PASSWORD", "hcap-demo-password")
+ROLE_GROUPS = {
+    "viewer": env.csv_list("HCAPADMIN_GROUPS_VIEWER", ["hcap-viewers"]),
+    "admin": env.csv_list("HCAPADMIN_GROUPS_ADMIN", ["hcap-admins"]),
+    "approver": env.csv_list("HCAPADMIN_GROUPS_APPROVER", ["hcap-approvers"]),
+    "auditor": env.csv_list("HCAPADMIN_GROUPS_AUDITOR", ["hcap-auditors"]),
+}
+SESSION_IDLE_SECONDS = env.integer("HCAPADMIN_SESSION_IDLE_SECONDS", 1800, minimum=60)
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.integer("HCAPADMIN_LOCKOUT_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = env.integer("HCAPADMIN_LOCKOUT_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["ip_address"], ["username"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_COOKIE_AGE = 12 * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
+# --- Jobs and backups (issue 4) ----------------------------------------------------
+BACKUP_STALE_HOURS = env.integer("HCAPADMIN_BACKUP_STALE_HOURS", 26, minimum=1)
+BACKUP_SHRINK_PERCENT = env.integer("HCAPADMIN_BACKUP_SHRINK_PERCENT", 50, minimum=1, maximum=100)
+
+# --- Log browser (issue 5) -----------------------------------------------------------
+LOG_MAX_TIME_MS = env.integer("HCAPADMIN_LOG_MAX_TIME_MS", 5000, minimum=100)
+LOG_EXPORT_LIMIT = env.integer("HCAPADMIN_LOG_EXPORT_LIMIT", 100_000, minimum=1)
+
+# --- Migrations (issue 6) ---------------------------------------------------------------
+MIGRATIONS_TABLE = env.string("HCAPADMIN_MIGRATIONS_TABLE", "pgmigrations")
+MIGRATIONS_SCHEMA = env.string("HCAPADMIN_MIGRATIONS_SCHEMA", "public")
+
+# --- Security -------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CSRF_COOKIE_HTTPONLY = True
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.integer("HCAPADMIN_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+# --- Static files, i18n ------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+if DEBUG or env.boolean("HCAPADMIN_TESTING", False):
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+    WHITENOISE_USE_FINDERS = True
+LANGUAGE_CODE = "en-ca"
+TIME_ZONE = env.string("HCAPADMIN_TIME_ZONE", "America/Vancouver")
+USE_I18N = False
+USE_TZ = True
+
+# --- Logging: never log request bodies or headers (tokens live there) ---------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.choice("HCAPADMIN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))},
+    "loggers": {"django.request": {"level": "ERROR"}, "kubernetes": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}

@@ -1,0 +1,114 @@
+"""Fixtures shared by the whole suite.  Services (PostgreSQL, Redis,
+FerretDB) are started by tests/harness/plugin.py before Django loads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.harness import plugin
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def services():
+    """The running throwaway servers: {'postgres': Postgres, 'redis': Redis,
+    'ferretdb': FerretDB, 'env': {...}}."""
+    stack = plugin.stack()
+    if not stack:
+        pytest.fail("test services were not started (HCAPADMIN_TEST_SERVICES=external?)")
+    return stack
+
+
+@pytest.fixture(scope="session")
+def pg(services):
+    return services["postgres"]
+
+
+@pytest.fixture(scope="session")
+def redis_url(services):
+    return services["redis"].url()
+
+
+@pytest.fixture(scope="session")
+def mongo_url(services):
+    return services["ferretdb"].url()
+
+
+@pytest.fixture
+def demo_users(django_db_blocker):
+    """Local accounts admin/approver/auditor/viewer with the demo password."""
+    from hcapadmin.accounts.demo import ensure_demo_users
+
+    return ensure_demo_users(password="pw-" + "demo")
+
+
+@pytest.fixture
+def client_as(client, demo_users):
+    """client_as('admin') -> a Django test client logged in with that role."""
+
+    def login(role: str):
+        from django.contrib.auth import get_user_model
+
+        client.force_login(get_user_model().objects.get(username=role))
+        return client
+
+    return login
+
+
+# --- browser -----------------------------------------------------------------
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=os.environ.get("HCAPADMIN_CHROMIUM", "/usr/bin/chromium"),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.when == "call" and report.failed:
+        page = item.funcargs.get("page") if hasattr(item, "funcargs") else None
+        if page is not None:
+            ARTIFACTS.mkdir(exist_ok=True)
+            try:
+                path = ARTIFACTS / f"{item.name}.png"
+                page.screenshot(path=str(path), full_page=True)
+                report.sections.append(("screenshot", str(path)))
+            except Exception as exc:  # the page may be gone
+                report.sections.append(("screenshot", f"not taken: {exc}"))
+    return report
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def login_page_as(page, demo_users):
+    """login_page_as('admin') logs the browser page in through the form."""
+
+    def login(role: str):
+        page.goto("/login/")
+        page.get_by_label("Username").fill(role)
+        page.get_by_label("Password").fill("pw-demo")
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url("**/")
+        return page
+
+    return login

@@ -1,0 +1,66 @@
+"""The base template, login page and navigation."""
+
+import pytest
+
+
+def test_login_page_says_which_login_is_active(client):
+    response = client.get("/login/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<title>Log in · HCAP Ops Portal</title>" in html
+    assert "Local accounts are enabled" in html
+    assert 'name="csrfmiddlewaretoken"' in html
+
+
+@pytest.mark.django_db
+def test_dashboard_requires_login(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"] == "/login/?next=%2F"
+
+
+@pytest.mark.django_db
+def test_base_template_shows_navigation_user_and_role(client_as):
+    html = client_as("admin").get("/").content.decode()
+    for item in ("Dashboard", "Backups", "Restores", "Logs", "Migrations", "Jobs", "Audit"):
+        assert f">{item}</a>" in html
+    assert 'data-testid="user-name">admin<' in html
+    assert 'data-testid="user-roles">admin<' in html
+    assert "Local platform" in html
+    assert 'aria-current="page">Dashboard' in html
+
+
+@pytest.mark.django_db
+def test_local_login_and_logout_are_audited(client, demo_users):
+    from hcapadmin.audit.models import AuditEvent
+
+    bad = client.post("/login/", {"username": "viewer", "password": "wrong"})
+    assert bad.status_code == 401
+    assert "Wrong username or password." in bad.content.decode()
+    ok = client.post("/login/", {"username": "viewer", "password": "pw-demo"})
+    assert ok.status_code == 302
+    client.post("/logout/")
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", "outcome", "actor"))
+    assert actions == [("login.failure", "failure", "viewer"), ("login.success", "success", "viewer"),
+                       ("logout", "success", "viewer")]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_login_page(page):
+    page.goto("/login/")
+    assert page.title() == "Log in · HCAP Ops Portal"
+    assert page.get_by_role("heading", name="Log in").is_visible()
+    assert page.get_by_test_id("login-kind").inner_text().startswith("Local accounts are enabled")
+    assert page.get_by_label("Username").is_visible()
+    assert page.get_by_label("Password").get_attribute("type") == "password"
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_login_shows_role(login_page_as):
+    page = login_page_as("auditor")
+    assert page.get_by_test_id("user-roles").inner_text() == "auditor"
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login/")
+    assert "You are logged out." in page.content()
