@@ -112,3 +112,22 @@ def login_page_as(page, demo_users):
         return page
 
     return login
+
+
+# --- stand-in OpenShift API ---------------------------------------------------
+@pytest.fixture(scope="session")
+def _standin_server():
+    from tests.harness.openshift import StandIn
+
+    server = StandIn(tls=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def standin(_standin_server):
+    """The stand-in OpenShift API (HTTPS; CA bundle at standin.ca_file), with
+    no routes: each test registers the endpoints it needs."""
+    _standin_server.clear()
+    yield _standin_server
+    _standin_server.clear()
