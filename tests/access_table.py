@@ -1,0 +1,59 @@
+"""Who may reach every named URL.  tests/test_access.py requests each entry
+as anonymous and as each role and checks the status; it also fails when a
+named URL has no entry here, so a new view cannot ship without one.
+
+Entry(method, path, expect, data=None, setup=None):
+  expect: {"anonymous": status, "viewer": status, ...} (use the helpers)
+  data: form/JSON body for POSTs (choose one that proves the permission
+        check passed without doing heavy work, e.g. a 400 for bad input)
+  setup: optional callable(db) -> dict of format values for the path,
+         e.g. lambda: {"id": make_job().pk} with path "/jobs/{id}/"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ROLES = ("anonymous", "viewer", "admin", "approver", "auditor")
+
+
+@dataclass
+class Entry:
+    method: str
+    path: str
+    expect: dict
+    data: dict | None = None
+    json: bool = False
+    setup: object = None
+    note: str = field(default="")
+
+
+def page(*allowed, ok=200, denied=403):
+    """A page: anonymous is redirected to the login page (302)."""
+    return {"anonymous": 302, **{r: (ok if r in allowed else denied) for r in ROLES[1:]}}
+
+
+def api(*allowed, ok=200, denied=403):
+    """An API endpoint: anonymous gets 401."""
+    return {"anonymous": 401, **{r: (ok if r in allowed else denied) for r in ROLES[1:]}}
+
+
+def everyone(status=200):
+    return {r: status for r in ROLES}
+
+
+ALL = ("viewer", "admin", "approver", "auditor")
+
+ACCESS: dict[str, Entry] = {
+    # --- core (foundation) ---
+    "healthz": Entry("GET", "/healthz", everyone(200)),
+    "readyz": Entry("GET", "/readyz", everyone(200)),
+    "dashboard": Entry("GET", "/", page(*ALL)),
+    "restores": Entry("GET", "/restores/", page(*ALL)),
+    # --- accounts and audit (issue 3) ---
+    "login": Entry("GET", "/login/", everyone(200)),
+    "logout": Entry("POST", "/logout/", everyone(302)),
+    # --- jobs and backups (issue 4) ---
+    # --- logs (issue 5) ---
+    # --- migrations (issue 6) ---
+}
