@@ -87,7 +87,16 @@ REDIS_URL = env.url("REDIS_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600, "SOCKET_CONNECT_TIMEOUT": 3, "SOCKET_TIMEOUT": 10},
 }
-# (job-specific settings are added by the jobs section below)
+JOB_QUEUE = "default"
+JOB_HEARTBEAT_SECONDS = env.integer("HCAPADMIN_JOB_HEARTBEAT_SECONDS", 5, minimum=1)
+JOB_STALE_SECONDS = env.integer("HCAPADMIN_JOB_STALE_SECONDS", 30, minimum=2)
+JOB_LOCK_TTL_SECONDS = env.integer("HCAPADMIN_JOB_LOCK_TTL_SECONDS", 60, minimum=2)
+JOB_SWEEP_SECONDS = env.integer("HCAPADMIN_JOB_SWEEP_SECONDS", 30, minimum=1)
+JOB_QUEUE_GRACE_SECONDS = env.integer("HCAPADMIN_JOB_QUEUE_GRACE_SECONDS", 300, minimum=10)
+if JOB_STALE_SECONDS <= JOB_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("HCAPADMIN_JOB_STALE_SECONDS: must be greater than HCAPADMIN_JOB_HEARTBEAT_SECONDS")
+if JOB_LOCK_TTL_SECONDS <= JOB_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("HCAPADMIN_JOB_LOCK_TTL_SECONDS: must be greater than HCAPADMIN_JOB_HEARTBEAT_SECONDS")
 
 # --- MongoDB logs --------------------------------------------------------------
 MONGO_URL = env.url("MONGO_URL", "mongodb://127.0.0.1:27017/", schemes=("mongodb", "mongodb+srv"), secret_value=True)
@@ -146,9 +155,33 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env.integer("HCAPADMIN_LOCKOUT_FAILURES", 5, minimum=1)
 AXES_COOLOFF_TIME = env.integer("HCAPADMIN_LOCKOUT_MINUTES", 15, minimum=1) / 60  # hours
-AXES_LOCKOUT_PARAMETERS = [["ip_address"], ["username"]]
+# Per client address always, per account when there is one (a failed token
+# login has no account name): see hcapadmin.accounts.auth.
+AXES_LOCKOUT_PARAMETERS = "hcapadmin.accounts.auth.axes_lockout_parameters"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "hcapadmin.accounts.auth.client_ip"
+AXES_LOCKOUT_CALLABLE = "hcapadmin.accounts.views.lockout_response"
+AXES_SENSITIVE_PARAMETERS = ["password", "token", "csrfmiddlewaretoken"]
+CSRF_FAILURE_VIEW = "hcapadmin.accounts.views.csrf_failure"
+# OpenShift token login: active whenever HCAPADMIN_OPENSHIFT_API_URL is set
+# (also with HCAPADMIN_PLATFORM=local).  Tokens are kept encrypted in the
+# session with a key derived from HCAPADMIN_TOKEN_KEY (or SECRET_KEY).
+TOKEN_KEY = env.secret("HCAPADMIN_TOKEN_KEY")
+OPENSHIFT_AUTH_TIMEOUT = env.integer("HCAPADMIN_OPENSHIFT_AUTH_TIMEOUT", 10, minimum=1, maximum=120)
+ROLE_RECHECK_SECONDS = env.integer("HCAPADMIN_ROLE_RECHECK_SECONDS", 15, minimum=0)
+BEARER_CACHE_SECONDS = env.integer("HCAPADMIN_BEARER_CACHE_SECONDS", 30, minimum=0, maximum=300)
+ROLE_ACCESS_REVIEW = env.boolean("HCAPADMIN_ROLE_ACCESS_REVIEW", False)
+if ROLE_ACCESS_REVIEW and not OPENSHIFT_NAMESPACE:
+    raise ImproperlyConfigured("HCAPADMIN_ROLE_ACCESS_REVIEW: needs HCAPADMIN_OPENSHIFT_NAMESPACE")
+# SelfSubjectAccessReviews each role must also pass (HCAPADMIN_ROLE_ACCESS_REVIEW).
+ROLE_ACCESS_CHECKS = {
+    "admin": [{"verb": "patch", "group": "apps.openshift.io", "resource": "deploymentconfigs",
+               "subresource": "scale", "name": OPENSHIFT_SERVER_NAME}],
+    "viewer": [{"verb": "get", "resource": "pods"}],
+    "approver": [{"verb": "get", "resource": "pods"}],
+    "auditor": [{"verb": "get", "resource": "pods"}],
+}
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_AGE = 12 * 3600
@@ -167,6 +200,15 @@ LOG_EXPORT_LIMIT = env.integer("HCAPADMIN_LOG_EXPORT_LIMIT", 100_000, minimum=1)
 # --- Migrations (issue 6) ---------------------------------------------------------------
 MIGRATIONS_TABLE = env.string("HCAPADMIN_MIGRATIONS_TABLE", "pgmigrations")
 MIGRATIONS_SCHEMA = env.string("HCAPADMIN_MIGRATIONS_SCHEMA", "public")
+# openshift: the files are listed and read by exec in a running server pod
+MIGRATIONS_POD_SELECTOR = env.string("HCAPADMIN_MIGRATIONS_POD_SELECTOR", f"deploymentconfig={OPENSHIFT_SERVER_NAME}")
+MIGRATIONS_POD_DIR = env.string("HCAPADMIN_MIGRATIONS_POD_DIR", "/opt/app-root/src/server/migrations")
+MIGRATIONS_POD_CONTAINER = env.string("HCAPADMIN_MIGRATIONS_POD_CONTAINER", None)
+for _name, _value in (("HCAPADMIN_MIGRATIONS_TABLE", MIGRATIONS_TABLE), ("HCAPADMIN_MIGRATIONS_SCHEMA", MIGRATIONS_SCHEMA)):
+    if len(_value) > 63 or "\0" in _value or '"' in _value or "'" in _value:
+        raise ImproperlyConfigured(f"{_name}={_value!r}: expected a PostgreSQL identifier (at most 63 characters, no quotes)")
+if not MIGRATIONS_POD_DIR.startswith("/"):
+    raise ImproperlyConfigured(f"HCAPADMIN_MIGRATIONS_POD_DIR={MIGRATIONS_POD_DIR!r}: expected an absolute path")
 
 # --- Security -------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
