@@ -44,6 +44,12 @@ def everyone(status=200):
 
 ALL = ("viewer", "admin", "approver", "auditor")
 
+
+def _audit_event() -> int:  # issue 3
+    from hcapadmin.audit.models import record
+
+    return record("test.access", actor="access-table", target="x").pk
+
 ACCESS: dict[str, Entry] = {
     # --- core (foundation) ---
     "healthz": Entry("GET", "/healthz", everyone(200)),
@@ -53,6 +59,11 @@ ACCESS: dict[str, Entry] = {
     # --- accounts and audit (issue 3) ---
     "login": Entry("GET", "/login/", everyone(200)),
     "logout": Entry("POST", "/logout/", everyone(302)),
+    "audit_list": Entry("GET", "/audit/", page("auditor")),
+    "audit_detail": Entry("GET", "/audit/{id}/", page("auditor"), setup=lambda: {"id": _audit_event()}),
+    "audit_export_csv": Entry("GET", "/audit/export.csv", page("auditor")),
+    "audit_export_json": Entry("GET", "/audit/export.json", page("auditor")),
+    "api_audit": Entry("GET", "/api/v1/audit", api("auditor")),
     # --- jobs and backups (issue 4) ---
     # --- logs (issue 5) ---
     # --- migrations (issue 6) ---

@@ -5,7 +5,9 @@ login page; signed-in users without the permission get a 403 page.  A refused
 state-changing request (anything but GET/HEAD/OPTIONS) writes an audit event.
 
 ``@api_endpoint("view", methods=("GET",))`` on an API view: errors are JSON
-``{"error": "..."}`` with 401/403/405.
+``{"error": "..."}`` with 401/403/405.  A state-changing API request
+authenticated by the session cookie must pass the CSRF check (Bearer and
+Basic requests carry no ambient authority and are exempt).
 """
 
 from __future__ import annotations
@@ -33,6 +35,18 @@ def _denied(request, permission: str) -> None:
             outcome="denied",
             details={"permission": permission, "method": request.method},
         )
+
+
+def _csrf_refusal(request):
+    from django.middleware.csrf import CsrfViewMiddleware
+
+    def _checked(req):  # pragma: no cover - never called
+        return None
+
+    response = CsrfViewMiddleware(_checked).process_view(request, _checked, (), {})
+    if response is not None:
+        return json_error("CSRF check failed: send the X-CSRFToken header with a session, or use a Bearer token", 403)
+    return None
 
 
 def permission_required(permission: str):
@@ -74,7 +88,13 @@ def api_endpoint(permission: str, methods: tuple[str, ...] = ("GET",)):
                 return response
             principal = getattr(request, "principal", None)
             if principal is None:
-                return json_error("authentication required", 401)
+                return json_error(getattr(request, "auth_error", None) or "authentication required", 401)
+            if request.method not in SAFE_METHODS and getattr(request, "auth_via", None) == "session":
+                # A browser session carries ambient authority: CSRF applies even
+                # if the view was marked csrf_exempt.
+                refused = _csrf_refusal(request)
+                if refused is not None:
+                    return refused
             if not principal.has_perm(permission):
                 _denied(request, permission)
                 return json_error("permission denied", 403)
