@@ -67,4 +67,22 @@ ACCESS: dict[str, Entry] = {
     # --- jobs and backups (issue 4) ---
     # --- logs (issue 5) ---
     # --- migrations (issue 6) ---
+    "migrations": Entry("GET", "/migrations/", page(*ALL)),
+    "migration_detail": Entry("GET", "/migrations/{name}/", page(*ALL), setup=lambda: _migration_file()),
+    # no "confirm" field: 400 proves the permission check passed, nothing is queued
+    "migrations_apply": Entry("POST", "/migrations/apply/", page("admin", ok=400), data={}),
+    "api_migrations": Entry("GET", "/api/v1/migrations", api(*ALL)),
 }
+
+
+def _migration_file() -> dict:
+    """A migration file in the configured folder (for the migrations detail page)."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    name = "1590000000000_access-check"
+    folder = Path(settings.MIGRATIONS_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.js").write_text("exports.up = (pgm) => {};\nexports.down = (pgm) => {};\n")
+    return {"name": name}

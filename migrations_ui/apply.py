@@ -1,0 +1,67 @@
+"""The POST behind "Apply pending migrations": checked up front, then queued."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.db import transaction
+from django.http import HttpResponseBadRequest
+from django.shortcuts import redirect, render
+
+from hcapadmin.audit.models import record
+from migrations_ui import services
+from ops import migrations as ops
+from ops.errors import Invalid
+
+
+def handle(request):
+    if request.POST.get("confirm") != "apply":
+        return HttpResponseBadRequest("confirm=apply is required", content_type="text/plain")
+    expected = request.POST.getlist("expected")
+    if not expected or len(expected) > 10_000 or not all(ops.SAFE_NAME.match(n) for n in expected):
+        return HttpResponseBadRequest("expected: the names of the pending migrations shown on the page",
+                                      content_type="text/plain")
+    from migrations_ui.jobs import KIND, check_ready
+
+    target = services.managed_database_name()
+    report = services.report()
+    try:
+        check_ready(report, expected)
+    except Invalid as exc:
+        with transaction.atomic():
+            record("migrations.apply", request=request, target=target, outcome="denied",
+                   details={"reason": str(exc)[:500], "refusal": report.refusal})
+        messages.error(request, f"Not applied: {exc}")
+        return _refused(request, report)
+    from hcapadmin.jobs.services import QueueUnavailable, submit
+
+    try:
+        with transaction.atomic():
+            job, created = submit(KIND, {"expected": expected}, request=request, target=target)
+            record("migrations.apply", request=request, target=target, outcome="success",
+                   details={"job": job.pk, "created": created, "migrations": expected[:100], "count": len(expected)})
+    except QueueUnavailable as exc:
+        messages.error(request, str(exc))
+        return redirect("/migrations/")
+    if not created:
+        messages.info(request, f"The same apply job is already queued or running (job #{job.pk}).")
+    return redirect(job_url(job))
+
+
+def _refused(request, report):
+    """The migrations page again, with the reason, as 409 Conflict."""
+    from migrations_ui.views import _page_context
+
+    request.GET = request.GET.copy()
+    request.GET.clear()
+    return render(request, "migrations_ui/list.html", _page_context(request, report), status=409)
+
+
+def job_url(job) -> str:
+    from django.urls import NoReverseMatch, reverse
+
+    for name in ("job_detail", "job"):
+        try:
+            return reverse(name, args=[job.pk])
+        except NoReverseMatch:
+            continue
+    return f"/jobs/{job.pk}/"
