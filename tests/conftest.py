@@ -146,3 +146,59 @@ def _audit_truncate_guard_off_for_test_flush(django_db_setup, django_db_blocker)
     with django_db_blocker.unblock():
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_auditevent_no_truncate")
+
+
+class OpenShiftIdentities:
+    """Stand-in identity endpoints: tokens -> (user, groups); unknown -> 401."""
+
+    ADMIN = "sha256~admin-token-0123456789abcdef"
+    AUDITOR = "sha256~auditor-token-0123456789abcdef"
+    VIEWER = "sha256~viewer-token-0123456789abcdef"
+    NOROLE = "sha256~norole-token-0123456789abcdef"
+
+    def __init__(self, standin):
+        self.standin = standin
+        self.tokens = {
+            self.ADMIN: ("alice", ["hcap-admins", "system:authenticated"]),
+            self.AUDITOR: ("olga", ["hcap-auditors", "system:authenticated"]),
+            self.VIEWER: ("vic", ["hcap-viewers"]),
+            self.NOROLE: ("nora", ["system:authenticated", "other-team"]),
+        }
+
+    def install(self, *, selfsubjectreview=True, users_tilde=True):
+        from tests.harness.openshift import status_body
+
+        def ssr(req):
+            who = self.tokens.get(req.bearer)
+            if who is None:
+                return 401, status_body(401, "Unauthorized", "Unauthorized")
+            return 201, {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {},
+                         "status": {"userInfo": {"username": who[0], "uid": "u-" + who[0], "groups": who[1]}}}
+
+        def users(req):
+            who = self.tokens.get(req.bearer)
+            if who is None:
+                return 401, status_body(401, "Unauthorized", "Unauthorized")
+            return 200, {"kind": "User", "apiVersion": "user.openshift.io/v1", "metadata": {"name": who[0]},
+                         "groups": who[1]}
+
+        if selfsubjectreview:
+            self.standin.route("POST", r"/apis/authentication.k8s.io/v1/selfsubjectreviews", ssr)
+        if users_tilde:
+            self.standin.route("GET", r"/apis/user.openshift.io/v1/users/~", users)
+        return self
+
+    def calls(self) -> list:
+        return [r for r in self.standin.requests if "selfsubjectreviews" in r.path or r.path.endswith("/users/~")]
+
+
+@pytest.fixture
+def openshift_identities(standin, settings):
+    """The portal pointed at the stand-in API (HCAPADMIN_OPENSHIFT_API_URL and
+    CA), which answers identity reviews for a few known tokens."""
+    settings.OPENSHIFT_API_URL = standin.url
+    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
+    from django.core.cache import cache
+
+    cache.clear()  # the Bearer review cache
+    return OpenShiftIdentities(standin).install()
