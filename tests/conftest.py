@@ -202,3 +202,118 @@ def openshift_identities(standin, settings):
 
     cache.clear()  # the Bearer review cache
     return OpenShiftIdentities(standin).install()
+
+# --- jobs (issue 4) ------------------------------------------------------------
+@pytest.fixture
+def run_jobs():
+    """Run queued jobs now, in this process, with a real RQ worker in burst
+    mode against the session's real Redis.
+
+        job, created = submit("backup.manual", {}, request=req, target="hcap")
+        run_jobs()                      # runs every queued job, returns when the queue is empty
+        job.refresh_from_db(); assert job.status == "succeeded"
+
+    Works in plain ``@pytest.mark.django_db`` tests: jobs submitted inside the
+    test's (never committed) transaction are enqueued first, by firing the
+    pending on-commit callbacks, and the worker runs them on the same
+    connection, so it sees the test's rows.  (The heartbeat thread is off
+    in-process: a second connection could not see those rows.)  The queue and
+    the job locks are emptied before each test.  For jobs that need a separate
+    worker process (crash tests, live_server browser tests), use
+    ``jobs_worker_process`` with ``transaction=True``.  ``run_jobs(max_jobs=1)``
+    runs one job only.
+    """
+    import signal
+
+    from django.db import connection
+    from rq import SimpleWorker
+
+    from hcapadmin.jobs import runner
+    from hcapadmin.jobs.queue import get_queue
+
+    queue = get_queue()
+    queue.empty()
+    for key in queue.connection.scan_iter("hcapadmin:joblock:*"):
+        queue.connection.delete(key)
+
+    def run(max_jobs: int | None = None) -> bool:
+        if connection.in_atomic_block:
+            pending = list(connection.run_on_commit)
+            connection.run_on_commit.clear()
+            for _sids, func, _robust in pending:
+                func()
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = runner.HEARTBEAT_THREAD
+        runner.HEARTBEAT_THREAD = False
+        try:
+            worker = SimpleWorker([queue], connection=queue.connection)
+            return worker.work(burst=True, max_jobs=max_jobs, with_scheduler=False, logging_level="WARNING")
+        finally:
+            runner.HEARTBEAT_THREAD = previous
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+    yield run
+    queue.empty()
+
+
+@pytest.fixture
+def jobs_worker_process(pg, redis_url):
+    """Start real ``manage.py jobs_worker`` processes against the test
+    database (use with ``@pytest.mark.django_db(transaction=True)`` so they
+    see committed rows):
+
+        worker = jobs_worker_process()                      # returns a subprocess.Popen
+        worker = jobs_worker_process(imports=["tests.test_jobs_kinds"], env={"HCAPADMIN_JOB_HEARTBEAT_SECONDS": "1"})
+
+    Heartbeat 1 s and sweeps every 1 s by default.  Every process still
+    running at the end of the test is stopped (SIGTERM, then SIGKILL); output
+    goes to ``proc.log_path``.
+    """
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from django.db import connection
+
+    from hcapadmin.jobs.queue import get_queue
+
+    queue = get_queue()
+    queue.empty()
+    for key in queue.connection.scan_iter("hcapadmin:joblock:*"):
+        queue.connection.delete(key)
+    root = Path(__file__).resolve().parent.parent
+    started = []
+
+    def start(imports=(), env=None, burst=False):
+        environ = dict(os.environ)
+        environ.update({
+            "DATABASE_URL": pg.url(connection.settings_dict["NAME"]),
+            "REDIS_URL": redis_url,
+            "HCAPADMIN_JOB_HEARTBEAT_SECONDS": "1",
+            "HCAPADMIN_JOB_SWEEP_SECONDS": "1",
+            "PYTHONUNBUFFERED": "1",
+        })
+        environ.update(env or {})
+        argv = [sys.executable, str(root / "manage.py"), "jobs_worker"]
+        for module in imports:
+            argv += ["--import", module]
+        if burst:
+            argv.append("--burst")
+        log = tempfile.NamedTemporaryFile(prefix="jobs-worker-", suffix=".log", delete=False)
+        proc = subprocess.Popen(argv, cwd=root, env=environ, stdout=log, stderr=subprocess.STDOUT)
+        proc.log_path = log.name
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    queue.empty()

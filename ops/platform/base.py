@@ -15,3 +15,22 @@ class PlatformDriver(ABC):
     @abstractmethod
     def describe(self) -> str:
         """A short label for the environment banner."""
+
+    # --- backups (issue 4) -------------------------------------------------------
+    def list_backups(self) -> list:
+        """Every backup file the platform holds (ops.backups.BackupEntry), newest first."""
+        raise NotImplementedError
+
+    def take_backup(self, *, log=None, check=None, now=None):
+        """Take one backup now; returns the new BackupEntry (or None when the
+        platform does not say which file it wrote)."""
+        raise NotImplementedError
+
+    def verify_backup(self, entry, *, log=None, check=None) -> dict:
+        """Restore ``entry`` somewhere throwaway and check it; returns findings,
+        raises ops.backups.VerifyFailed."""
+        raise NotImplementedError
+
+    def cluster_members(self) -> dict:
+        """{"mode": "patroni"|"single", "leader": name|None, "members": [{name, role, state, ...}]}"""
+        raise NotImplementedError

@@ -34,3 +34,46 @@ class LocalDriver(PlatformDriver):
     def describe(self) -> str:
         with_db = psycopg.conninfo.conninfo_to_dict(self.database_conninfo)
         return f"local · {with_db.get('host', 'localhost')}:{with_db.get('port', '5432')}/{with_db.get('dbname', '')}"
+
+    # --- backups (issue 4) ---------------------------------------------------------
+    def list_backups(self) -> list:
+        from ops.backups import scan_local
+
+        return scan_local(self.backup_dir)
+
+    def take_backup(self, *, log=None, check=None, now=None):
+        from ops.backups import local_backup
+
+        return local_backup(self.database_conninfo, self.backup_dir, self.backup_host, now=now, log=log, check=check)
+
+    def verify_backup(self, entry, *, log=None, check=None) -> dict:
+        from ops.backups import verify_local
+
+        return verify_local(self.database_conninfo, entry.path, log=log, check=check)
+
+    def cluster_members(self, timeout: float = 3.0) -> dict:
+        """Patroni's REST API ``GET /cluster`` when HCAPADMIN_PATRONI_URL is set,
+        otherwise a single server."""
+        if not self.patroni_url:
+            return {"mode": "single", "leader": None, "members": [
+                {"name": self.describe().split(" · ", 1)[-1], "role": "single server", "state": "running"}]}
+        import json
+        import urllib.error
+        import urllib.request
+
+        url = self.patroni_url.rstrip("/") + "/cluster"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - configured http(s) URL
+                data = json.loads(resp.read(1_000_000))
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise Unavailable(f"Patroni REST API at {url} unreachable: {getattr(exc, 'reason', exc)}") from None
+        members = []
+        leader = None
+        for member in data.get("members") or []:
+            role = member.get("role", "")
+            if role in ("leader", "standby_leader"):
+                leader = member.get("name")
+            members.append({"name": member.get("name", "?"), "role": role, "state": member.get("state", ""),
+                            "lag": member.get("lag"), "timeline": member.get("timeline"),
+                            "host": member.get("host")})
+        return {"mode": "patroni", "leader": leader, "members": members}

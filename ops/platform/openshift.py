@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from ops.errors import Forbidden, NotFound, Timeout, Unavailable
+from ops.errors import Forbidden, Invalid, NotFound, OpsError, Timeout, Unavailable
 from ops.platform.base import PlatformDriver
 
 
@@ -56,7 +56,8 @@ class OpenShiftDriver(PlatformDriver):
     def __init__(self, *, api_url: str, namespace: str, token: str | None = None, ca_file: str | None = None,
                  server_name: str = "hcap-server", patroni_name: str = "hcap-patroni",
                  patroni_leader_configmap: str = "hcap-patroni-leader", backup_name: str = "hcap-backup",
-                 cronjobs: tuple[str, ...] = (), **_ignored):
+                 cronjobs: tuple[str, ...] = (), backup_selector: str | None = None, backup_root: str = "/backups",
+                 backup_container: str | None = None, patroni_selector: str | None = None, **_ignored):
         self.api_url = api_url.rstrip("/")
         self.namespace = namespace
         self.server_name = server_name
@@ -64,6 +65,10 @@ class OpenShiftDriver(PlatformDriver):
         self.patroni_leader_configmap = patroni_leader_configmap
         self.backup_name = backup_name
         self.cronjobs = tuple(cronjobs)
+        self.backup_selector = backup_selector or f"deploymentconfig={backup_name}"
+        self.backup_root = backup_root.rstrip("/") or "/backups"
+        self.backup_container = backup_container
+        self.patroni_selector = patroni_selector or f"cluster-name={patroni_name}"
         configuration = k8s.Configuration()
         configuration.host = self.api_url
         if token is None:
@@ -94,13 +99,15 @@ class OpenShiftDriver(PlatformDriver):
         return f"openshift · {self.api_url} · namespace {self.namespace}"
 
     def exec(self, pod: str, argv: list[str], *, container: str | None = None, timeout: float = 600,
-              on_stdout=None, on_stderr=None) -> ExecResult:
+              on_stdout=None, on_stderr=None, check=None) -> ExecResult:
         """Run ``argv`` (a list, never a shell string) in ``pod`` and wait.
 
         ``on_stdout``/``on_stderr`` receive output chunks as they arrive, so long
         commands can stream into a job log.  Raises NotFound when the pod does not
         exist, Forbidden on 403, Unavailable when the API cannot be reached,
-        Timeout when the command runs past ``timeout`` seconds.
+        Timeout when the command runs past ``timeout`` seconds.  ``check`` (optional)
+        is called about once a second and may raise to stop waiting (cancel);
+        the websocket is then closed.
         """
         from kubernetes.stream import stream
 
@@ -127,6 +134,8 @@ class OpenShiftDriver(PlatformDriver):
             while resp.is_open():
                 if time.monotonic() > deadline:
                     raise Timeout(f"command in pod {pod} ran longer than {timeout:g}s")
+                if check:
+                    check()
                 resp.update(timeout=1)
                 if resp.peek_stdout():
                     chunk = resp.read_stdout()
@@ -163,6 +172,135 @@ class OpenShiftDriver(PlatformDriver):
         running = [p for p in pods.items if (p.status and p.status.phase == "Running") and not p.metadata.deletion_timestamp]
         running.sort(key=lambda p: (p.metadata.creation_timestamp or 0, p.metadata.name))
         return [p.metadata.name for p in running]
+
+
+    # --- backups (issue 4) -------------------------------------------------------
+    def backup_pod(self) -> str:
+        pods = self.running_pods(self.backup_selector)
+        if not pods:
+            raise Unavailable(f"no running backup pod (label {self.backup_selector}) in {self.namespace}")
+        return pods[0]
+
+    def list_backups(self) -> list:
+        from ops.backups import find_argv, parse_find_output
+
+        pod = self.backup_pod()
+        result = self.exec(pod, find_argv(self.backup_root), container=self.backup_container, timeout=60)
+        if result.returncode != 0:
+            raise OpsError(f"listing backups in pod {pod} failed (exit {result.returncode}): "
+                           f"{_last_line(result.stderr) or 'no output'}")
+        return parse_find_output(result.stdout, self.backup_root)
+
+    def _run_script(self, argv: list[str], *, log, check, timeout: float) -> tuple[str, ExecResult]:
+        pod = self.backup_pod()
+        lines = _LineLog(log)
+        if log:
+            log(f"Running {' '.join(argv)} in pod {pod}")
+        try:
+            result = self.exec(pod, argv, container=self.backup_container, timeout=timeout,
+                               on_stdout=lines.feed, on_stderr=lines.feed, check=check)
+        finally:
+            lines.close()
+        return pod, result
+
+    def take_backup(self, *, log=None, check=None, now=None, timeout: float = 3 * 3600):
+        """``./backup.sh -1`` in the backup pod, its output streamed to ``log``."""
+        if now is not None:
+            raise Invalid("the backup time cannot be chosen on OpenShift")
+        pod, result = self._run_script(["./backup.sh", "-1"], log=log, check=check, timeout=timeout)
+        if result.returncode != 0:
+            raise OpsError(f"backup.sh -1 in pod {pod} failed (exit {result.returncode}): "
+                           f"{_last_line(result.stderr) or _last_line(result.stdout) or 'no output'}")
+        names = re.findall(r"([A-Za-z0-9.-]+-[A-Za-z0-9_]+_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}\.sql\.gz)(?!\.in_progress)",
+                           result.stdout + result.stderr)
+        if names:
+            for entry in self.list_backups():
+                if entry.name == names[-1] and not entry.in_progress:
+                    return entry
+        return None
+
+    def verify_backup(self, entry, *, log=None, check=None, timeout: float = 3 * 3600) -> dict:
+        """``./backup.sh -v all -f <file>``: backup-container restores into its own
+        throwaway server and runs its table query; we parse the outcome."""
+        from ops.backups import VerifyFailed
+
+        pod, result = self._run_script(["./backup.sh", "-v", "all", "-f", entry.path], log=log, check=check,
+                                       timeout=timeout)
+        text = result.stdout + "\n" + result.stderr
+        failed = [line.strip() for line in text.splitlines() if _VERIFY_FAIL.search(line)]
+        passed = [line.strip() for line in text.splitlines() if _VERIFY_PASS.search(line)]
+        if result.returncode != 0 or failed or not passed:
+            reason = (failed[0] if failed else _last_line(result.stderr) or _last_line(result.stdout)
+                      or "no output")
+            raise VerifyFailed(f"backup.sh -v in pod {pod} reported failure (exit {result.returncode}): {reason}")
+        return {"pod": pod, "summary": passed[-1][:500]}
+
+    def cluster_members(self) -> dict:
+        """Patroni members from the pods' ``status`` annotation and the leader
+        from the leader ConfigMap's ``leader`` annotation."""
+        core = self.core()
+        try:
+            pods = core.list_namespaced_pod(self.namespace, label_selector=self.patroni_selector, _request_timeout=10)
+            leader = None
+            try:
+                cm = core.read_namespaced_config_map(self.patroni_leader_configmap, self.namespace,
+                                                     _request_timeout=10)
+                leader = ((cm.metadata.annotations or {}) if cm.metadata else {}).get("leader")
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                raise Forbidden(f"OpenShift refused reading the Patroni pods ({exc.status})") from None
+            raise Unavailable(f"reading Patroni pods failed: API answered {exc.status}") from None
+        except Exception as exc:
+            raise Unavailable(f"OpenShift API unreachable: {type(exc).__name__}") from None
+        members = []
+        for pod in sorted(pods.items, key=lambda p: p.metadata.name):
+            status = {}
+            raw = (pod.metadata.annotations or {}).get("status")
+            if raw:
+                try:
+                    status = json.loads(raw)
+                except ValueError:
+                    status = {}
+            members.append({
+                "name": pod.metadata.name,
+                "role": "leader" if pod.metadata.name == leader else (status.get("role") or "unknown"),
+                "state": status.get("state") or (pod.status.phase if pod.status else "unknown"),
+                "lag": None, "timeline": status.get("timeline"), "host": pod.status.pod_ip if pod.status else None,
+            })
+        return {"mode": "patroni", "leader": leader, "members": members}
+
+
+_VERIFY_FAIL = re.compile(r"\b(fail(ed|ure)?|error)\b", re.IGNORECASE)
+_VERIFY_PASS = re.compile(r"\b(pass(ed)?|verified|succeeded|successful(ly)?)\b", re.IGNORECASE)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+class _LineLog:
+    """Turns streamed chunks into whole lines for a job log."""
+
+    def __init__(self, log):
+        self.log = log
+        self.buffer = ""
+
+    def feed(self, chunk: str) -> None:
+        if not self.log:
+            return
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.log(line.rstrip("\r"))
+
+    def close(self) -> None:
+        if self.log and self.buffer:
+            self.log(self.buffer)
+        self.buffer = ""
 
 
 def _in_cluster_token() -> str | None:

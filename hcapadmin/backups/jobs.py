@@ -1,0 +1,64 @@
+"""Backup job kinds: manual backup and verification.
+
+``take_backup(ctx)`` runs a backup inside any job (the migrations feature
+calls it for its pre-migration backup)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from hcapadmin.audit.models import record
+from hcapadmin.backups.models import BackupVerification
+from hcapadmin.core.platform import get_driver
+from hcapadmin.jobs.registry import job_kind
+from ops.backups import VerifyFailed
+from ops.errors import NotFound
+
+
+def take_backup(ctx) -> dict:
+    """Take one backup now, as a step of the calling job; returns
+    {"backup": name or None, "size_bytes": n or None, "database": db}."""
+    with ctx.step("Back up database"):
+        ctx.check_cancelled()
+        entry = get_driver().take_backup(log=ctx.log, check=ctx.check_cancelled)
+    if entry is None:
+        ctx.log("The backup finished; its file name was not reported (see the catalog).")
+        return {"backup": None, "size_bytes": None, "database": None}
+    return {"backup": entry.name, "size_bytes": entry.size_bytes, "database": entry.database, "kind": entry.kind}
+
+
+@job_kind("backup.manual", title="Manual backup", mutating=True, timeout=3 * 3600, cancellable=True,
+          advice="(an unfinished .sql.gz.in_progress file may be left in the backup folder; it can be deleted)")
+def run_manual_backup(ctx, params) -> dict:
+    result = take_backup(ctx)
+    ctx.progress(1.0)
+    return result
+
+
+@job_kind("backup.verify", title="Verify backup", mutating=False, timeout=3 * 3600, cancellable=True,
+          advice="(a throwaway database named hcapadmin_verify_* may be left on the server; it can be dropped)")
+def run_verify(ctx, params) -> dict:
+    name = params.get("name")
+    with ctx.step("Find backup"):
+        entries = {e.name: e for e in get_driver().list_backups()}
+        entry = entries.get(name)
+        if entry is None or entry.in_progress:
+            raise NotFound(f"backup {name} is no longer in the catalog")
+        ctx.log(f"{entry.path}: {entry.size_bytes / 1e6:,.1f} MB, taken {entry.created_at:%Y-%m-%d %H:%M:%S} UTC")
+    ctx.progress(0.05)
+    try:
+        with ctx.step("Restore into a throwaway database and check"):
+            findings = get_driver().verify_backup(entry, log=ctx.log, check=ctx.check_cancelled)
+    except VerifyFailed as exc:
+        _record(ctx, entry, False, str(exc), {})
+        raise
+    _record(ctx, entry, True, "restored and checked", findings)
+    return {"backup": entry.name, "ok": True, **findings}
+
+
+def _record(ctx, entry, ok: bool, message: str, details: dict) -> None:
+    with transaction.atomic():
+        BackupVerification.objects.create(backup_name=entry.name, database=entry.database, ok=ok, message=message,
+                                          details=details, job_id=ctx.job.pk)
+        record("backup.verified", actor="system", target=entry.database, outcome="success" if ok else "failure",
+               details={"backup": entry.name, "job": ctx.job.pk, "ok": ok, "message": message[:500]})

@@ -1,0 +1,316 @@
+"""What a worker does with one job: ``execute(job_pk)`` is the function RQ
+calls.  It takes the target lock for mutating kinds, runs the kind's function
+with a ``JobContext``, and records every lifecycle change (with an audit
+event) on the Job row.  A heartbeat thread keeps ``heartbeat_at`` fresh and
+refreshes the lock; the sweeper (hcapadmin.jobs.services.sweep) marks jobs
+whose heartbeat went stale as ``abandoned``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from hcapadmin.audit.models import record
+from hcapadmin.jobs import locks
+from hcapadmin.jobs.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+from hcapadmin.jobs.queue import redis_connection
+from hcapadmin.jobs.registry import get_kind
+from ops.errors import OpsError
+
+logger = logging.getLogger("hcapadmin.jobs")
+
+MAX_LOG_CHARS = 2_000_000
+FLUSH_SECONDS = 0.5
+CANCEL_CHECK_SECONDS = 1.0
+# The in-process test worker turns this off (see tests/conftest.py run_jobs):
+# a second connection cannot see rows of a test's open transaction.
+HEARTBEAT_THREAD = True
+
+
+class JobCancelled(Exception):
+    """Raised by ``ctx.check_cancelled()`` when someone cancelled the job."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _now():
+    return timezone.now()
+
+
+class JobContext:
+    """Handed to a job kind's function.  Only the worker's main thread calls it."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.params = job.params
+        self.target = job.target
+        self.steps: list[dict] = list(job.steps or [])
+        self._log_buffer: list[str] = []
+        self._log_size = len(job.log or "")
+        self._log_truncated = False
+        self._progress = job.progress or 0.0
+        self._progress_dirty = False
+        self._last_flush = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    # -- public API ------------------------------------------------------------
+    @contextmanager
+    def step(self, name: str):
+        entry = {"name": str(name)[:200], "started_at": _now().isoformat(), "finished_at": None, "outcome": "running"}
+        self.steps.append(entry)
+        self.log(f"== {name}")
+        self._save_steps()
+        try:
+            yield entry
+        except JobCancelled:
+            self._end_step(entry, "cancelled")
+            raise
+        except BaseException:
+            self._end_step(entry, "failed")
+            raise
+        else:
+            self._end_step(entry, "succeeded")
+
+    def log(self, line: str) -> None:
+        text = str(line)
+        if not text.endswith("\n"):
+            text += "\n"
+        if self._log_truncated:
+            return
+        if self._log_size + len(text) > MAX_LOG_CHARS:
+            text = "[log truncated: it reached its size limit; later output is not kept]\n"
+            self._log_truncated = True
+        self._log_buffer.append(text)
+        self._log_size += len(text)
+        self._maybe_flush()
+
+    def progress(self, fraction: float) -> None:
+        try:
+            value = float(fraction)
+        except (TypeError, ValueError):
+            return
+        self._progress = max(0.0, min(1.0, value))
+        self._progress_dirty = True
+        self._maybe_flush()
+
+    def is_cancelled(self) -> bool:
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= CANCEL_CHECK_SECONDS:
+            self._last_cancel_check = now
+            row = Job.objects.filter(pk=self.job.pk).values("cancel_requested", "status").first()
+            if row and (row["cancel_requested"] or row["status"] == CANCELLED):
+                self._cancelled = True
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        if self.is_cancelled():
+            raise JobCancelled("cancelled on request")
+
+    # -- internals ---------------------------------------------------------------
+    def _end_step(self, entry: dict, outcome: str) -> None:
+        entry["finished_at"] = _now().isoformat()
+        entry["outcome"] = outcome
+        self._save_steps()
+
+    def _save_steps(self) -> None:
+        self.flush()
+        Job.objects.filter(pk=self.job.pk).update(steps=self.steps)
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        updates = {}
+        if self._log_buffer:
+            chunk = "".join(self._log_buffer)
+            self._log_buffer.clear()
+            updates["log"] = Concat(F("log"), Value(chunk))
+        if self._progress_dirty:
+            updates["progress"] = self._progress
+            self._progress_dirty = False
+        if updates:
+            updates["heartbeat_at"] = _now()
+            Job.objects.filter(pk=self.job.pk).update(**updates)
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes ``heartbeat_at`` and the target lock every few seconds."""
+
+    def __init__(self, job_pk: int, target: str, redis_conn, interval: float):
+        super().__init__(name=f"job-{job_pk}-heartbeat", daemon=True)
+        self.job_pk = job_pk
+        self.target = target
+        self.redis = redis_conn
+        self.interval = interval
+        self.holds_lock = False
+        self.lock_lost = False
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(self.interval):
+                try:
+                    Job.objects.filter(pk=self.job_pk).update(heartbeat_at=_now())
+                    if self.holds_lock and not locks.refresh(self.redis, self.target, self.job_pk):
+                        self.lock_lost = True
+                except Exception as exc:  # keep beating; the sweeper tolerates gaps
+                    logger.warning("job %s heartbeat failed: %s", self.job_pk, exc)
+        finally:
+            connection.close()
+
+
+def _transition(job: Job, from_statuses, to_status: str, action: str, *, actor: str = "system",
+                outcome: str = "success", details: dict | None = None, **fields) -> bool:
+    """Move the job between statuses with its audit event, atomically; False
+    when it was no longer in ``from_statuses`` (e.g. the sweeper got there)."""
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job.pk, status__in=from_statuses).update(status=to_status, **fields)
+        if not changed:
+            return False
+        record(action, actor=actor, target=job.target, outcome=outcome,
+               details={"job": job.pk, "kind": job.kind, **(details or {})})
+    job.status = to_status
+    return True
+
+
+def _wait_for_lock(ctx: JobContext, job: Job, redis_conn, heartbeat: Heartbeat | None) -> bool:
+    """Block until this job holds the target lock.  False if it was cancelled
+    meanwhile.  The job stays ``queued`` while it waits."""
+    announced = None
+    while True:
+        if locks.try_acquire(redis_conn, job.target, job.pk):
+            if heartbeat is not None:
+                heartbeat.holds_lock = True
+            if announced:
+                ctx.log(f"Lock on {job.target} acquired.")
+            return True
+        holder = locks.holder(redis_conn, job.target)
+        if holder != announced and holder is not None:
+            ctx.log(f"Waiting: job #{holder} is changing {job.target}; one change per database at a time.")
+            ctx.flush()
+            announced = holder
+        ctx._last_cancel_check = 0.0
+        if ctx.is_cancelled():
+            return False
+        Job.objects.filter(pk=job.pk).update(heartbeat_at=_now())
+        time.sleep(0.5)
+
+
+def execute(job_pk: int) -> str:
+    """RQ entry point.  Returns the final status (RQ keeps it as its result)."""
+    in_test_transaction = connection.in_atomic_block
+    if not in_test_transaction:
+        close_old_connections()
+    try:
+        return _execute(job_pk)
+    finally:
+        if not in_test_transaction:
+            close_old_connections()
+
+
+def _execute(job_pk: int) -> str:
+    from rq.timeouts import JobTimeoutException
+
+    job = Job.objects.filter(pk=job_pk).first()
+    if job is None:
+        logger.warning("job %s: no such row (its transaction rolled back?); skipping", job_pk)
+        return "missing"
+    if job.status != QUEUED:
+        logger.info("job %s is %s, not queued; skipping", job_pk, job.status)
+        return job.status
+    name = worker_name()
+    Job.objects.filter(pk=job.pk).update(worker_name=name, heartbeat_at=_now())
+    ctx = JobContext(job)
+    try:
+        kind = get_kind(job.kind)
+    except KeyError:
+        _transition(job, (QUEUED,), FAILED, "job.failed", outcome="failure", finished_at=_now(),
+                    error=f"This worker does not know job kind {job.kind!r}.", details={"reason": "unknown kind"})
+        return FAILED
+    redis_conn = redis_connection() if kind.mutating else None
+    heartbeat = None
+    if HEARTBEAT_THREAD:
+        heartbeat = Heartbeat(job.pk, job.target, redis_conn or redis_connection(),
+                              float(getattr(settings, "JOB_HEARTBEAT_SECONDS", 5)))
+        heartbeat.start()
+    holds_lock = False
+    try:
+        if kind.mutating:
+            holds_lock = _wait_for_lock(ctx, job, redis_conn, heartbeat)
+            if not holds_lock:
+                ctx.flush()
+                _finish_cancelled(job)
+                return job.status
+        started = _now()
+        if not _transition(job, (QUEUED,), RUNNING, "job.started", started_at=started, heartbeat_at=started,
+                           details={"worker": name}):
+            return Job.objects.get(pk=job.pk).status
+        ctx.log(f"Started on {name}.")
+        try:
+            result = kind.func(ctx, dict(job.params))
+        except JobCancelled:
+            ctx.log("Cancelled on request.")
+            ctx.flush()
+            _finish_cancelled(job)
+            return job.status
+        except JobTimeoutException:
+            message = f"Stopped: the job ran longer than its limit of {kind.timeout} seconds."
+            return _fail(ctx, job, message, "timeout")
+        except OpsError as exc:
+            return _fail(ctx, job, str(exc) or type(exc).__name__, "error")
+        except Exception as exc:
+            logger.error("job %s (%s) crashed:\n%s", job.pk, job.kind, traceback.format_exc())
+            return _fail(ctx, job, f"Unexpected error: {type(exc).__name__}: {exc}", "crash")
+        if result is not None and not isinstance(result, dict):
+            result = {"value": result}
+        ctx.progress(1.0)
+        ctx.log("Finished.")
+        ctx.flush()
+        _transition(job, (RUNNING,), SUCCEEDED, "job.succeeded", finished_at=_now(), result=result, progress=1.0,
+                    details={"result": result})
+        return job.status
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
+        if holds_lock:
+            try:
+                locks.release(redis_conn, job.target, job.pk)
+            except Exception as exc:  # expires by itself
+                logger.warning("job %s: releasing lock failed (%s); it expires by TTL", job.pk, exc)
+
+
+def _fail(ctx: JobContext, job: Job, message: str, reason: str) -> str:
+    ctx.log("FAILED: " + message)
+    ctx.flush()
+    _transition(job, (RUNNING,), FAILED, "job.failed", outcome="failure", finished_at=_now(), error=message[:5000],
+                details={"reason": reason, "error": message[:500]})
+    return job.status
+
+
+def _finish_cancelled(job: Job) -> None:
+    row = Job.objects.filter(pk=job.pk).values("cancelled_by").first() or {}
+    _transition(job, (QUEUED, RUNNING), CANCELLED, "job.cancelled", actor=row.get("cancelled_by") or "system",
+                finished_at=_now(), error="Cancelled on request.")

@@ -1,0 +1,222 @@
+"""Submitting, cancelling and sweeping jobs (called by views and by other
+features).
+
+    job, created = submit("backup.manual", {}, request=request, target="hcap")
+
+The Job row and its ``job.queued`` audit event are written in one transaction;
+the RQ enqueue runs on commit.  Redis is pinged first, so when it is down the
+caller gets ``QueueUnavailable`` and nothing is written.  (If Redis dies in the
+instant between the ping and the commit, the on-commit enqueue fails and the
+job is marked ``failed`` with an audit event, never left ``queued`` forever.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from hcapadmin.audit.models import record
+from hcapadmin.jobs.models import ABANDONED, ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, Job, params_key
+from hcapadmin.jobs.queue import get_queue, redis_connection
+from hcapadmin.jobs.registry import get_kind
+from ops.errors import Invalid, Unavailable
+
+logger = logging.getLogger("hcapadmin.jobs")
+
+QUEUE_DOWN_MESSAGE = ("The job queue (Redis) cannot be reached, so the job was not started and nothing was recorded. "
+                      "Try again in a minute; if it persists, ask an operator to check the Redis service.")
+
+
+class QueueUnavailable(Unavailable):
+    """Redis is unreachable: the job was not created."""
+
+
+def _redis_errors():
+    import redis
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _canonical(params: dict) -> dict:
+    if not isinstance(params, dict):
+        raise Invalid("job parameters must be an object")
+    try:
+        return json.loads(json.dumps(params, sort_keys=True))
+    except (TypeError, ValueError):
+        raise Invalid("job parameters must be plain JSON values") from None
+
+
+def submit(kind: str, params: dict, *, request, target: str) -> tuple[Job, bool]:
+    """Create and enqueue a job; returns (job, created).  An identical
+    (kind, params, target) job that is queued or running is returned instead
+    of a new one (created=False)."""
+    spec = get_kind(kind)
+    params = _canonical(params)
+    key = params_key(kind, params, target)
+    existing = Job.objects.filter(params_key=key, status__in=ACTIVE).first()
+    if existing is not None:
+        return existing, False
+    try:
+        redis_connection().ping()
+    except _redis_errors():
+        raise QueueUnavailable(QUEUE_DOWN_MESSAGE) from None
+    principal = getattr(request, "principal", None)
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                kind=kind, title=spec.title, params=params, target=target, params_key=key, mutating=spec.mutating,
+                cancellable=spec.cancellable, timeout_seconds=spec.timeout,
+                requested_by=principal.name if principal else "system",
+                requested_groups=list(principal.groups) if principal else [],
+            )
+            record("job.queued", request=request, target=target,
+                   details={"job": job.pk, "kind": kind, "params": params})
+            transaction.on_commit(lambda: enqueue(job.pk))
+    except IntegrityError:
+        # Another request created the identical job between our check and insert.
+        existing = Job.objects.filter(params_key=key, status__in=ACTIVE).first()
+        if existing is not None:
+            return existing, False
+        raise
+    if not connection.in_atomic_block:
+        job.refresh_from_db()
+        if job.status == FAILED and job.error == QUEUE_DOWN_MESSAGE:
+            raise QueueUnavailable(QUEUE_DOWN_MESSAGE)
+    return job, True
+
+
+def enqueue(job_pk: int) -> None:
+    """Put job #pk on the RQ queue (runs on commit of the submitting transaction)."""
+    job = Job.objects.get(pk=job_pk)
+    try:
+        get_queue().enqueue(
+            "hcapadmin.jobs.runner.execute", job.pk, job_id=job.rq_id, job_timeout=job.timeout_seconds,
+            result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600, description=f"{job.kind} #{job.pk}",
+        )
+    except _redis_errors() as exc:
+        logger.error("job %s could not be enqueued: %s", job.pk, exc)
+        with transaction.atomic():
+            if Job.objects.filter(pk=job.pk, status=QUEUED).update(
+                status=FAILED, finished_at=timezone.now(), error=QUEUE_DOWN_MESSAGE
+            ):
+                record("job.failed", actor="system", target=job.target, outcome="error",
+                       details={"job": job.pk, "kind": job.kind, "reason": "queue unavailable"})
+
+
+def cancel(job: Job, *, request) -> str:
+    """Cancel a queued job at once, or ask a running one to stop at its next
+    check.  Returns "cancelled" or "requested"; raises Invalid otherwise."""
+    principal = getattr(request, "principal", None)
+    who = principal.name if principal else "anonymous"
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if not job.cancellable:
+            raise Invalid(f"{job.title or job.kind} jobs cannot be cancelled once submitted.")
+        if job.status == QUEUED:
+            job.status = CANCELLED
+            job.finished_at = timezone.now()
+            job.cancel_requested = True
+            job.cancelled_by = who
+            job.error = "Cancelled before it started."
+            job.save(update_fields=["status", "finished_at", "cancel_requested", "cancelled_by", "error"])
+            record("job.cancelled", request=request, target=job.target, details={"job": job.pk, "kind": job.kind})
+            rq_id = job.rq_id
+            transaction.on_commit(lambda: _cancel_rq(rq_id))
+            return "cancelled"
+        if job.status == RUNNING:
+            if job.cancel_requested:
+                return "requested"
+            job.cancel_requested = True
+            job.cancelled_by = who
+            job.save(update_fields=["cancel_requested", "cancelled_by"])
+            record("job.cancel_requested", request=request, target=job.target,
+                   details={"job": job.pk, "kind": job.kind})
+            return "requested"
+        raise Invalid(f"Job #{job.pk} has already finished ({job.status}).")
+
+
+def _cancel_rq(rq_id: str) -> None:
+    from rq.job import Job as RQJob
+
+    try:
+        conn = redis_connection()
+        RQJob.fetch(rq_id, connection=conn).cancel()
+    except Exception as exc:  # the worker skips non-queued rows anyway
+        logger.info("cancelling RQ job %s: %s", rq_id, exc)
+
+
+ABANDONED_ADVICE = (
+    "The worker running this job stopped responding (crash, out-of-memory kill, or redeploy). "
+    "Check what the last step may have changed before trying again{extra}, then submit the job again."
+)
+
+
+def sweep(now=None) -> list[int]:
+    """Mark jobs whose worker died as ``abandoned``.  Cheap enough to call on
+    every job page view; the worker also runs it periodically."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=int(getattr(settings, "JOB_STALE_SECONDS", 30)))
+    abandoned: list[int] = []
+    for job in Job.objects.filter(status__in=ACTIVE, heartbeat_at__lt=stale):
+        if _abandon(job, job.heartbeat_at, "no heartbeat from its worker since "
+                    f"{timezone.localtime(job.heartbeat_at):%Y-%m-%d %H:%M:%S}"):
+            abandoned.append(job.pk)
+    # Queued for long without any worker picking it up, and RQ no longer has it.
+    grace = now - timedelta(seconds=int(getattr(settings, "JOB_QUEUE_GRACE_SECONDS", 300)))
+    lost = list(Job.objects.filter(status=QUEUED, heartbeat_at__isnull=True, created_at__lt=grace)[:50])
+    if lost:
+        try:
+            from rq.job import Job as RQJob
+
+            conn = redis_connection()
+            for job in lost:
+                if not RQJob.exists(job.rq_id, connection=conn):
+                    if _abandon(job, None, "the queue no longer holds it (Redis restarted or was flushed)"):
+                        abandoned.append(job.pk)
+        except _redis_errors():
+            pass
+    return abandoned
+
+
+def _abandon(job: Job, heartbeat_at, why: str) -> bool:
+    step = job.last_step
+    step_text = f" during step “{step['name']}”" if step else " before its first step"
+    try:
+        extra = get_kind(job.kind).advice
+    except KeyError:
+        extra = ""
+    message = f"Abandoned{step_text}: {why}. " + ABANDONED_ADVICE.format(extra=(" " + extra) if extra else "")
+    steps = list(job.steps or [])
+    if steps and steps[-1].get("outcome") == "running":
+        steps[-1] = {**steps[-1], "outcome": "abandoned"}
+    with transaction.atomic():
+        changed = Job.objects.filter(pk=job.pk, status__in=ACTIVE, heartbeat_at=heartbeat_at).update(
+            status=ABANDONED, finished_at=timezone.now(), error=message, steps=steps
+        )
+        if not changed:
+            return False
+        record("job.abandoned", actor="system", target=job.target, outcome="error",
+               details={"job": job.pk, "kind": job.kind, "last_step": step["name"] if step else None,
+                        "worker": job.worker_name})
+    return True
+
+
+def default_target() -> str:
+    """The target (lock scope) for jobs on the managed HCAP database: the
+    database name of HCAPADMIN_MANAGED_DATABASE_URL (local) or
+    HCAPADMIN_TARGET_DATABASE (default "hcap")."""
+    name = getattr(settings, "TARGET_DATABASE", None)
+    if name:
+        return name
+    if settings.PLATFORM == "local" and settings.MANAGED_DATABASE_URL:
+        from urllib.parse import unquote, urlsplit
+
+        path = urlsplit(settings.MANAGED_DATABASE_URL).path.lstrip("/")
+        if path:
+            return unquote(path)
+    return "hcap"

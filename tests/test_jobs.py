@@ -1,0 +1,108 @@
+"""The job framework against the real Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import RequestFactory
+
+import tests.test_jobs_kinds  # noqa: F401  registers test.* kinds
+from hcapadmin.accounts.principal import Principal
+from hcapadmin.audit.models import AuditEvent
+from hcapadmin.jobs.models import Job
+from hcapadmin.jobs.services import QueueUnavailable, cancel, submit
+
+
+def admin_request(name="alice"):
+    request = RequestFactory().post("/x", REMOTE_ADDR="10.1.2.3")
+    request.principal = Principal(name=name, groups=("hcap-admins",), roles=frozenset({"admin"}))
+    return request
+
+
+def actions(job):
+    return [e.action for e in AuditEvent.objects.filter(details__job=job.pk).order_by("id")]
+
+
+@pytest.mark.django_db
+def test_submit_run_succeeds_with_steps_log_result_and_audit(run_jobs):
+    job, created = submit("test.sleep", {"seconds": 0.2, "tag": "a"}, request=admin_request(), target="hcap")
+    assert created and job.status == "queued" and job.requested_by == "alice"
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert job.result == {"slept": 0.2, "tag": "a"}
+    assert [s["name"] for s in job.steps] == ["Sleep"] and job.steps[0]["outcome"] == "succeeded"
+    assert job.steps[0]["finished_at"] >= job.steps[0]["started_at"]
+    assert "sleeping 0.2s tag=a" in job.log
+    assert job.progress == 1.0 and job.duration_seconds > 0
+    assert actions(job) == ["job.queued", "job.started", "job.succeeded"]
+    queued = AuditEvent.objects.get(action="job.queued", details__job=job.pk)
+    assert queued.actor == "alice" and queued.source_ip == "10.1.2.3" and queued.target == "hcap"
+
+
+@pytest.mark.django_db
+def test_double_submit_returns_the_same_job(run_jobs):
+    first, created1 = submit("test.sleep", {"seconds": 0, "tag": "dup"}, request=admin_request(), target="hcap")
+    second, created2 = submit("test.sleep", {"tag": "dup", "seconds": 0}, request=admin_request(), target="hcap")
+    assert created1 and not created2 and first.pk == second.pk
+    other, created3 = submit("test.sleep", {"seconds": 0, "tag": "dup"}, request=admin_request(), target="other")
+    assert created3 and other.pk != first.pk
+    assert Job.objects.filter(kind="test.sleep", params__tag="dup").count() == 2
+    run_jobs()
+    # once finished, the same submission makes a new job
+    third, created4 = submit("test.sleep", {"seconds": 0, "tag": "dup"}, request=admin_request(), target="hcap")
+    assert created4 and third.pk not in (first.pk, other.pk)
+
+
+@pytest.mark.django_db
+def test_redis_down_gives_clear_error_and_writes_nothing(settings):
+    from devtools.services import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    jobs_before, audit_before = Job.objects.count(), AuditEvent.objects.count()
+    with pytest.raises(QueueUnavailable) as info:
+        submit("test.sleep", {"seconds": 0}, request=admin_request(), target="hcap")
+    assert "Redis" in str(info.value) and "nothing was recorded" in str(info.value)
+    assert Job.objects.count() == jobs_before
+    assert AuditEvent.objects.count() == audit_before
+
+
+@pytest.mark.django_db
+def test_ops_error_marks_job_failed_with_message_and_failed_step(run_jobs):
+    job, _ = submit("test.fail", {}, request=admin_request(), target="hcap")
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error == "the managed database refused: disk full"
+    assert [(s["name"], s["outcome"]) for s in job.steps] == [("Prepare", "succeeded"), ("Break", "failed")]
+    assert "FAILED: the managed database refused: disk full" in job.log
+    assert actions(job)[-1] == "job.failed"
+
+
+@pytest.mark.django_db
+def test_unexpected_exception_and_timeout_fail_clearly(run_jobs):
+    crash, _ = submit("test.crash", {}, request=admin_request(), target="hcap")
+    slow, _ = submit("test.timeout", {}, request=admin_request(), target="hcap")
+    run_jobs()
+    crash.refresh_from_db()
+    slow.refresh_from_db()
+    assert crash.status == "failed" and "ZeroDivisionError" in crash.error
+    assert slow.status == "failed" and "longer than its limit of 1 seconds" in slow.error
+    assert slow.steps[-1]["outcome"] == "failed"
+
+
+@pytest.mark.django_db
+def test_cancel_queued_job_is_audited_with_the_canceller(run_jobs):
+    job, _ = submit("test.sleep", {"seconds": 5, "tag": "c"}, request=admin_request(), target="hcap")
+    assert cancel(job, request=admin_request("bob")) == "cancelled"
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.started_at is None
+    event = AuditEvent.objects.get(action="job.cancelled", details__job=job.pk)
+    assert event.actor == "bob"
+    from ops.errors import Invalid
+
+    with pytest.raises(Invalid):
+        cancel(job, request=admin_request("bob"))
+    ro, _ = submit("test.readonly", {}, request=admin_request(), target="hcap")
+    with pytest.raises(Invalid):
+        cancel(ro, request=admin_request("bob"))
