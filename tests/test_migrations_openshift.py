@@ -1,0 +1,140 @@
+"""The openshift source: files listed and read by exec in the server pod, over
+the stand-in API's real websocket exec.  The stand-in "pod" runs the argv it
+receives (find, cat, npm) for real on a local folder mapped to the pod path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ops import migrations as ops
+from ops.platform.openshift import OpenShiftDriver
+from tests.test_migrations import FIXTURE, NODE_PG_MIGRATE, SAMPLE_ORDER, fresh_db, run_tool  # noqa: F401
+
+POD_DIR = "/opt/app-root/src/server/migrations"
+NS = "hcap-test"
+
+
+def _pod_list(req, pods):
+    selector = (req.query.get("labelSelector") or [""])[0]
+    items = [{"metadata": {"name": name, "namespace": NS, "creationTimestamp": created,
+                           "labels": {"deploymentconfig": "hcap-server"}},
+              "status": {"phase": phase}}
+             for name, created, phase in pods if selector == "deploymentconfig=hcap-server"]
+    return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+
+
+def install_pod(standin, local_dir: Path, pods=(("hcap-server-7-abcde", "2026-01-01T00:00:00Z", "Running"),),
+                db_url: str | None = None):
+    """Route pod listing and exec; exec runs the argv with the pod path mapped to local_dir."""
+    seen = []
+    standin.route("GET", rf"/api/v1/namespaces/{NS}/pods", lambda req: _pod_list(req, pods))
+
+    def exec_handler(req, ws):
+        argv = req.query["command"]
+        seen.append((req.match["pod"], list(argv)))
+        if argv[:1] == ["npm"]:
+            # the server image's `npm run migrate up`: node-pg-migrate against its database
+            assert argv == ["npm", "--prefix", str(Path(POD_DIR).parent), "run", "migrate", "up"]
+            local = [NODE_PG_MIGRATE, "up", "--migrations-dir", str(local_dir)]
+            env = dict(os.environ, DATABASE_URL=db_url, NO_COLOR="1")
+        else:
+            assert argv[0] in ("find", "cat"), argv
+            local = [a.replace(POD_DIR, str(local_dir)) for a in argv]
+            env = dict(os.environ)
+        proc = subprocess.run(local, capture_output=True, env=env, timeout=120)
+        if proc.stdout:
+            ws.send_channel(1, proc.stdout)
+        if proc.stderr:
+            ws.send_channel(2, proc.stderr)
+        if proc.returncode == 0:
+            ws.send_channel(3, '{"metadata":{},"status":"Success"}')
+        else:
+            ws.send_channel(3, '{"metadata":{},"status":"Failure","reason":"NonZeroExitCode","details":{"causes":'
+                               f'[{{"reason":"ExitCode","message":"{proc.returncode}"}}]}}}}')
+
+    standin.websocket(rf"/api/v1/namespaces/{NS}/pods/(?P<pod>[^/]+)/exec", exec_handler)
+    return seen
+
+
+@pytest.fixture
+def pod_folder(tmp_path):
+    folder = tmp_path / "pod-migrations"
+    shutil.copytree(FIXTURE, folder)
+    (folder / "1590000000000_applicants.js").rename(folder / "1590000000000_applicants.js")
+    return folder
+
+
+def driver_for(standin):
+    return OpenShiftDriver(api_url=standin.url, namespace=NS, token="sa-token", ca_file=str(standin.ca_file))
+
+
+def test_pod_source_lists_like_the_tool(standin, pod_folder, fresh_db):  # noqa: F811
+    _, url, conninfo = fresh_db
+    (pod_folder / "odd name with space_x.js").write_text("exports.up = () => {};\n")
+    os.symlink(pod_folder / "1590000000000_applicants.js", pod_folder / "1580000000000_linked.js")
+    seen = install_pod(standin, pod_folder)
+    source = ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR)
+    listing = source.list()
+    local = ops.LocalFolder(str(pod_folder)).list()
+    assert sorted(listing) == sorted(local)
+    assert "assets" not in listing and ".gitkeep" not in listing
+    assert "odd name with space_x.js" in listing and "1580000000000_linked.js" in listing
+    pod, argv = seen[0]
+    assert pod == "hcap-server-7-abcde"
+    assert argv[:2] == ["find", POD_DIR + "/"] and "-printf" in argv
+    text = source.read("1600000000000_employer-expressions.sql", listing)
+    assert text == (pod_folder / "1600000000000_employer-expressions.sql").read_text()
+    assert seen[-1][1] == ["cat", "--", f"{POD_DIR}/1600000000000_employer-expressions.sql"]
+    n_exec = len(seen)
+    for bad in ("../../etc/passwd", "assets", ".gitkeep", "-n"):
+        with pytest.raises(ops.NotFound):
+            source.read(bad, listing)
+    assert len(seen) == n_exec  # refused before any exec
+    # merged with the real table, statuses as for the local folder
+    (pod_folder / "odd name with space_x.js").unlink()
+    (pod_folder / "1580000000000_linked.js").unlink()
+    assert run_tool(pod_folder, url, "up", "2")[0] == 0
+    report = ops.build_report(ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR),
+                              conninfo, "pgmigrations", "public")
+    assert report.complete
+    assert [i.name for i in report.by_status(ops.APPLIED)] == SAMPLE_ORDER[:2]
+    assert [i.name for i in report.by_status(ops.PENDING)] == SAMPLE_ORDER[2:]
+    assert "hcap-server-7-abcde" in report.source
+
+
+def test_pod_source_errors(standin, tmp_path):
+    install_pod(standin, tmp_path / "not-there")
+    source = ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR)
+    with pytest.raises(ops.SourceMissing, match="does not exist in pod hcap-server-7-abcde"):
+        source.list()
+    standin.clear()
+    install_pod(standin, tmp_path, pods=(("hcap-server-6-old", "2026-01-01T00:00:00Z", "Failed"),))
+    with pytest.raises(ops.SourceMissing, match="no running server pod"):
+        ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR).list()
+    standin.clear()
+    with pytest.raises(ops.Invalid):
+        ops.PodFolder(driver_for(standin), "x=y", "relative/path")
+
+
+def test_pod_source_picks_newest_running_pod(standin, pod_folder):
+    seen = install_pod(standin, pod_folder, pods=(("hcap-server-7-new", "2026-02-01T00:00:00Z", "Running"),
+                                                  ("hcap-server-6-old", "2026-01-01T00:00:00Z", "Running")))
+    ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR).list()
+    assert seen[0][0] == "hcap-server-7-new"
+
+
+def test_pod_up_streams_the_tool_output(standin, pod_folder, fresh_db):  # noqa: F811
+    _, url, conninfo = fresh_db
+    (pod_folder / "1630000000000_broken-backfill.js").unlink()
+    install_pod(standin, pod_folder, db_url=url)
+    source = ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR)
+    lines = []
+    code, out = ops.run_pod_up(source, str(Path(POD_DIR).parent), on_line=lines.append)
+    assert code == 0, out
+    assert "Migrations complete!" in lines
+    assert [r.name for r in ops.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
