@@ -131,12 +131,16 @@ def page(filters: Filters, before: int | None, limit: int) -> tuple[list[AuditEv
     return rows, (rows[-1].id if more and rows else None)
 
 
-def iter_filtered(filters: Filters, chunk: int = 2000):
-    """Every matching event, newest first, in keyset chunks (constant memory;
-    no long-running transaction).  Bounded by the newest id at the start, so
-    events written during the export do not shift it."""
+def newest_id() -> int | None:
+    return AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+
+
+def iter_filtered(filters: Filters, upto: int | None, chunk: int = 2000):
+    """Every matching event with id <= ``upto``, newest first, in keyset
+    chunks (constant memory; no long-running transaction).  Bounding by the
+    newest id when the export started keeps later events out of it."""
     qs = filters.queryset()
-    top = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    top = upto
     if top is None:
         return
     cursor = top + 1
