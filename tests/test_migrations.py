@@ -277,3 +277,26 @@ def test_local_folder_read_validates_name(sample):
         folder.read("../../etc/passwd", listing)
     with pytest.raises(ops.NotFound):
         folder.read("assets", listing)
+
+
+def test_demo_migrations_as_the_sandbox_runs_them(tmp_path, fresh_db, pg):
+    """demo/migrations: all apply with the real tool; with all but the last two
+    applied (as the sandbox seeds them), two are pending and `up` may proceed."""
+    name, url, conninfo = fresh_db
+    folder = tmp_path / "demo"
+    shutil.copytree(Path(settings.BASE_DIR) / "demo" / "migrations", folder)
+    files = ops.LocalFolder(str(folder)).list()
+    assert len(files) == 7 and "assets" not in files
+    assert any(len(f.split("_")[0]) == 17 for f in files) and any(f.endswith(".sql") for f in files)
+    code, out = run_tool(folder, url, "up", str(len(files) - 2))
+    assert code == 0, out
+    report = state(folder, conninfo)
+    assert report.complete and not report.warnings
+    assert [i.name for i in report.by_status(ops.PENDING)] == ["20201020160000000_cohorts",
+                                                               "1603900000000_applicant-status"]
+    assert report.summary == "2 pending; the next deploy will apply them."
+    assert pg.psql("SELECT count(*) FROM employer_sites", name).strip() == "5"
+    pg.psql("INSERT INTO applicants (body) VALUES ('{}'::jsonb)", name)  # what the sandbox seed inserts into
+    code, out = run_tool(folder, url, "up")
+    assert code == 0, out
+    assert state(folder, conninfo).counts[ops.APPLIED] == 7
