@@ -103,6 +103,8 @@ if JOB_LOCK_TTL_SECONDS <= JOB_HEARTBEAT_SECONDS:
 MONGO_URL = env.url("MONGO_URL", "mongodb://127.0.0.1:27017/", schemes=("mongodb", "mongodb+srv"), secret_value=True)
 MONGO_LOG_DB = env.string("MONGO_LOG_DB", "logs")
 MONGO_LOG_COLLECTION = env.string("MONGO_LOG_COLLECTION", "log")
+# Fail fast when MongoDB is down or not answering (server selection + connect).
+MONGO_CONNECT_TIMEOUT_MS = env.integer("HCAPADMIN_MONGO_CONNECT_TIMEOUT_MS", 3000, minimum=100, maximum=60000)
 
 # --- Platform -------------------------------------------------------------------
 PLATFORM = env.choice("HCAPADMIN_PLATFORM", "local", ("local", "openshift"))
@@ -197,6 +199,24 @@ BACKUP_SHRINK_PERCENT = env.integer("HCAPADMIN_BACKUP_SHRINK_PERCENT", 50, minim
 # --- Log browser (issue 5) -----------------------------------------------------------
 LOG_MAX_TIME_MS = env.integer("HCAPADMIN_LOG_MAX_TIME_MS", 5000, minimum=100)
 LOG_EXPORT_LIMIT = env.integer("HCAPADMIN_LOG_EXPORT_LIMIT", 100_000, minimum=1)
+LOG_EXPORT_MAX_TIME_MS = env.integer("HCAPADMIN_LOG_EXPORT_MAX_TIME_MS", 120_000, minimum=100)
+LOG_PAGE_SIZE = env.integer("HCAPADMIN_LOG_PAGE_SIZE", 50, minimum=1, maximum=500)
+LOG_FOLLOW_SECONDS = env.integer("HCAPADMIN_LOG_FOLLOW_SECONDS", 5, minimum=1, maximum=300)
+# Sources: "name=db.collection,name2=db.collection2"; default one source "hcap".
+LOG_SOURCES: dict[str, tuple[str, str]] = {}
+for _item in env.csv_list("HCAPADMIN_LOG_SOURCES", [f"hcap={MONGO_LOG_DB}.{MONGO_LOG_COLLECTION}"]):
+    _name, _sep, _target = _item.partition("=")
+    _db, _dot, _coll = _target.strip().partition(".")
+    _name = _name.strip()
+    if not (_sep and _dot and _name and _db and _coll) or not all(
+        c.isalnum() or c in "_-" for c in _name + _db
+    ) or "$" in _coll:
+        raise ImproperlyConfigured(
+            f"HCAPADMIN_LOG_SOURCES: {_item!r} is not name=database.collection (letters, digits, _ and -)"
+        )
+    if _name in LOG_SOURCES:
+        raise ImproperlyConfigured(f"HCAPADMIN_LOG_SOURCES: source {_name!r} is named twice")
+    LOG_SOURCES[_name] = (_db, _coll)
 
 # --- Migrations (issue 6) ---------------------------------------------------------------
 MIGRATIONS_TABLE = env.string("HCAPADMIN_MIGRATIONS_TABLE", "pgmigrations")

@@ -1,0 +1,52 @@
+"""The MongoDB client for the log browser: one per process, created lazily
+with short server-selection/connect timeouts so a down server is reported
+within a few seconds and never blocks the rest of the portal."""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+from pymongo import MongoClient
+
+from ops.logs import LogFilterError
+
+_lock = threading.Lock()
+_clients: dict[str, MongoClient] = {}
+
+
+def client() -> MongoClient:
+    url = settings.MONGO_URL
+    with _lock:
+        existing = _clients.get(url)
+        if existing is None:
+            timeout = settings.MONGO_CONNECT_TIMEOUT_MS
+            existing = MongoClient(
+                url,
+                tz_aware=True,
+                serverSelectionTimeoutMS=timeout,
+                connectTimeoutMS=timeout,
+                # A server that accepts but never answers: give up a little after maxTimeMS.
+                socketTimeoutMS=max(settings.LOG_MAX_TIME_MS, settings.LOG_EXPORT_MAX_TIME_MS) + timeout,
+                appname="hcapadmin-logs",
+                connect=False,
+            )
+            _clients[url] = existing
+        return existing
+
+
+def sources() -> list[str]:
+    return list(settings.LOG_SOURCES)
+
+
+def default_source() -> str:
+    return next(iter(settings.LOG_SOURCES))
+
+
+def collection(source: str | None):
+    """The pymongo collection for a configured source name (400 for others)."""
+    name = source or default_source()
+    if name not in settings.LOG_SOURCES:
+        raise LogFilterError(f"source: expected one of {', '.join(settings.LOG_SOURCES)}")
+    db, coll = settings.LOG_SOURCES[name]
+    return name, client()[db][coll]

@@ -1,0 +1,681 @@
+"""Query layer for the winston-mongodb log collections (issue 5).
+
+Plain Python on a pymongo ``Collection``; no Django.  Everything a person
+types is validated here and only ever reaches MongoDB as a *value*: the text
+filter is ``re.escape``d into a case-insensitive ``$regex``, ``meta.<key>``
+keys must match ``KEY_RE`` (no ``$``, no empty parts), levels come from a
+fixed list, and times are parsed into datetimes.  No user string is ever used
+as a field name or operator except a validated meta key under ``meta.``.
+
+Operators used (all supported by both MongoDB and FerretDB 1.24): ``$and``,
+``$or``, ``$in``, ``$gte``, ``$lt``, ``$gt``, ``$regex`` with ``$options: "i"``,
+and the aggregation stages ``$match`` + ``$group`` with ``$sum``.  FerretDB
+1.24 implements neither ``$dateTrunc`` nor ``$bucket``, so the histogram is a
+bounded number of per-bucket ``$match``/``$group``-by-level aggregations.
+
+Every query carries ``maxTimeMS`` and a hard ``limit``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import io
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING, DESCENDING
+from pymongo import errors as mongo_errors
+
+from ops.errors import Invalid, OpsError, Timeout, Unavailable
+
+UTC = timezone.utc
+# winston's npm levels, most severe first.
+LEVELS = ("error", "warn", "info", "http", "verbose", "debug", "silly")
+PRESETS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+KEY_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+MAX_TEXT = 500          # characters in any text filter
+MAX_META = 10           # meta.<key> pairs
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+SORT_DESC = [("timestamp", DESCENDING), ("_id", DESCENDING)]
+SORT_ASC = [("timestamp", ASCENDING), ("_id", ASCENDING)]
+# Indexes the browser needs: (name, key spec).
+REQUIRED_INDEXES = (
+    ("timestamp_-1", [("timestamp", DESCENDING)]),
+    ("level_1_timestamp_-1", [("level", ASCENDING), ("timestamp", DESCENDING)]),
+)
+# Bucket widths the histogram may use, smallest first.
+BUCKET_SIZES = (
+    timedelta(seconds=10), timedelta(seconds=30), timedelta(minutes=1), timedelta(minutes=5),
+    timedelta(minutes=10), timedelta(minutes=15), timedelta(minutes=30), timedelta(hours=1),
+    timedelta(hours=2), timedelta(hours=3), timedelta(hours=6), timedelta(hours=12), timedelta(days=1),
+    timedelta(days=2), timedelta(days=7),
+)
+MAX_BUCKETS = 30
+# Time formats accepted for since/until (besides full ISO 8601 with an offset).
+_LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M",
+                  "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class LogFilterError(Invalid):
+    """The filter, cursor or parameter is not acceptable (-> 400)."""
+
+
+class LogQueryTimeout(Timeout):
+    """The server stopped the query at maxTimeMS."""
+
+
+class LogUnavailable(Unavailable):
+    """The log database cannot be reached (or answered with an error)."""
+
+
+# --- filters ------------------------------------------------------------------------
+def _getlist(params, key: str) -> list[str]:
+    if hasattr(params, "getlist"):
+        return list(params.getlist(key))
+    value = params.get(key)
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _one(params, key: str) -> str:
+    values = [v for v in _getlist(params, key) if v is not None]
+    if len(values) > 1 and len(set(values)) > 1:
+        raise LogFilterError(f"{key}: give it once")
+    value = values[0] if values else ""
+    if not isinstance(value, str):
+        raise LogFilterError(f"{key}: expected text")
+    value = value.strip()
+    if len(value) > MAX_TEXT:
+        raise LogFilterError(f"{key}: at most {MAX_TEXT} characters")
+    if _CONTROL_RE.search(value):
+        raise LogFilterError(f"{key}: control characters are not allowed")
+    return value
+
+
+def parse_timezone(name: str | None, default: str = "UTC") -> ZoneInfo:
+    name = (name or "").strip() or default
+    if len(name) > 64 or not re.fullmatch(r"[A-Za-z0-9_+\-/]+", name) or ".." in name or name.startswith("/"):
+        raise LogFilterError(f"tz: unknown time zone {name[:64]!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise LogFilterError(f"tz: unknown time zone {name!r}") from None
+
+
+def parse_time(value: str, tz: ZoneInfo, what: str) -> datetime:
+    """An absolute time: ISO 8601 with an offset (or Z) is taken as is; a
+    local time without offset is in ``tz``.  A wall-clock time that does not
+    exist in ``tz`` (skipped by a DST change) is refused; an ambiguous one
+    (repeated by a DST change) means its first occurrence."""
+    text = value.strip()
+    if len(text) > 40:
+        raise LogFilterError(f"{what}: not a date/time")
+    parsed = None
+    try:
+        candidate = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        if candidate.tzinfo is not None:
+            return candidate.astimezone(UTC)
+        parsed = candidate
+    except ValueError:
+        pass
+    if parsed is None:
+        for fmt in _LOCAL_FORMATS:
+            try:
+                parsed = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if parsed is None or parsed.year < 1970 or parsed.year > 9000:
+        raise LogFilterError(f"{what}: expected a date/time like 2026-03-08T14:30 (got {text[:40]!r})")
+    local = parsed.replace(tzinfo=tz, fold=0)
+    back = local.astimezone(UTC).astimezone(tz)
+    if back.replace(tzinfo=None) != parsed:
+        raise LogFilterError(f"{what}: {text} does not exist in {tz.key} (clocks skip it for daylight saving time)")
+    return local.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    since: datetime | None = None        # inclusive, aware UTC
+    until: datetime | None = None        # exclusive, aware UTC
+    levels: tuple[str, ...] = ()
+    label: str = ""
+    host: str = ""
+    text: str = ""
+    meta: tuple[tuple[str, str], ...] = ()
+    range: str = ""                      # preset name, "custom", or "" (no time bound)
+    tz: str = "UTC"
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    # MongoDB filter document.  Values only; keys are fixed or validated.
+    def to_query(self, *, with_time: bool = True) -> dict:
+        clauses: list[dict] = []
+        if with_time and (self.since or self.until):
+            bound = {}
+            if self.since:
+                bound["$gte"] = self.since
+            if self.until:
+                bound["$lt"] = self.until
+            clauses.append({"timestamp": bound})
+        if len(self.levels) == 1:
+            clauses.append({"level": self.levels[0]})
+        elif self.levels:
+            clauses.append({"level": {"$in": list(self.levels)}})
+        if self.label:
+            clauses.append({"label": self.label})
+        if self.host:
+            clauses.append({"hostname": self.host})
+        if self.text:
+            clauses.append({"message": {"$regex": re.escape(self.text), "$options": "i"}})
+        for key, value in self.meta:
+            clauses.append({"meta." + key: {"$in": meta_candidates(value)}})
+        if not clauses:
+            return {}
+        if len(clauses) == 1:
+            return clauses[0]
+        return {"$and": clauses}
+
+    def params(self, *, with_time: bool = True) -> list[tuple[str, str]]:
+        """The filter as query-string pairs (for shareable URLs)."""
+        out: list[tuple[str, str]] = []
+        if with_time:
+            if self.range in PRESETS or self.range == "all":
+                out.append(("range", self.range))
+            elif self.range == "custom":
+                tz = ZoneInfo(self.tz)
+                if self.since:
+                    out.append(("since", self.since.astimezone(tz).strftime("%Y-%m-%dT%H:%M:%S")))
+                if self.until:
+                    out.append(("until", self.until.astimezone(tz).strftime("%Y-%m-%dT%H:%M:%S")))
+        out.extend(("level", lv) for lv in self.levels)
+        if self.label:
+            out.append(("label", self.label))
+        if self.host:
+            out.append(("host", self.host))
+        if self.text:
+            out.append(("q", self.text))
+        out.extend(("meta." + k, v) for k, v in self.meta)
+        if self.tz != "UTC" or self.range == "custom":
+            out.append(("tz", self.tz))
+        return out
+
+    def describe(self) -> dict:
+        """JSON-safe description (audit details)."""
+        return {
+            "since": iso(self.since) if self.since else None,
+            "until": iso(self.until) if self.until else None,
+            "range": self.range or None,
+            "levels": list(self.levels),
+            "label": self.label or None,
+            "host": self.host or None,
+            "q": self.text or None,
+            "meta": {k: v for k, v in self.meta},
+        }
+
+
+def meta_candidates(value: str) -> list:
+    """``meta.<key>=500`` matches the string "500" and the number 500;
+    ``true``/``false`` also match the JSON boolean."""
+    out: list = [value]
+    if re.fullmatch(r"-?\d{1,18}", value):
+        out.append(int(value))
+    elif re.fullmatch(r"-?\d+\.\d+", value) and len(value) < 30:
+        out.append(float(value))
+    elif value == "true":
+        out.append(True)
+    elif value == "false":
+        out.append(False)
+    return out
+
+
+def parse_filter(params: Mapping, *, tz_default: str = "UTC", now: datetime | None = None,
+                 default_range: str = "") -> LogFilter:
+    """Build a ``LogFilter`` from request parameters (a Django QueryDict or a
+    dict of str/list).  Unknown parameters are ignored; bad values raise
+    ``LogFilterError`` with a message fit for a 400."""
+    now = now or datetime.now(UTC)
+    tz = parse_timezone(_one(params, "tz"), tz_default)
+    levels: list[str] = []
+    for raw in _getlist(params, "level"):
+        if not isinstance(raw, str):
+            raise LogFilterError("level: expected text")
+        for part in raw.split(","):
+            part = part.strip().lower()
+            if not part:
+                continue
+            if part not in LEVELS:
+                raise LogFilterError(f"level: expected one of {', '.join(LEVELS)}")
+            if part not in levels:
+                levels.append(part)
+    levels.sort(key=LEVELS.index)
+    meta: list[tuple[str, str]] = []
+    keys = params.keys() if hasattr(params, "keys") else []
+    for name in keys:
+        if not isinstance(name, str) or not name.startswith("meta."):
+            continue
+        key = name[len("meta."):]
+        if not KEY_RE.fullmatch(key) or len(key) > 100:
+            raise LogFilterError("meta key: letters, digits and _ separated by dots (no $), e.g. meta.req.status")
+        value = _one(params, name)
+        if value:
+            meta.append((key, value))
+    if len(meta) > MAX_META:
+        raise LogFilterError(f"meta: at most {MAX_META} pairs")
+    meta.sort()
+    since_text, until_text = _one(params, "since"), _one(params, "until")
+    range_name = _one(params, "range")
+    since = until = None
+    if since_text or until_text:
+        since = parse_time(since_text, tz, "since") if since_text else None
+        until = parse_time(until_text, tz, "until") if until_text else None
+        if since and until and since >= until:
+            raise LogFilterError("since must be before until")
+        range_name = "custom"
+    else:
+        range_name = range_name or default_range
+        if range_name in PRESETS:
+            since = now - PRESETS[range_name]
+        elif range_name not in ("", "all"):
+            raise LogFilterError(f"range: expected one of {', '.join(PRESETS)}, all")
+    return LogFilter(
+        since=since, until=until, levels=tuple(levels), label=_one(params, "label"), host=_one(params, "host"),
+        text=_one(params, "q"), meta=tuple(meta), range=range_name, tz=tz.key,
+    )
+
+
+def parse_limit(value, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
+    if value in (None, ""):
+        return default
+    if not isinstance(value, str) or not re.fullmatch(r"\d{1,6}", value.strip()):
+        raise LogFilterError(f"limit: expected a whole number from 1 to {maximum}")
+    number = int(value)
+    if not 1 <= number <= maximum:
+        raise LogFilterError(f"limit: expected a whole number from 1 to {maximum}")
+    return number
+
+
+# --- cursors ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Position:
+    timestamp: datetime
+    id: object
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encode_cursor(position: Position, key: bytes) -> str:
+    ms = int(position.timestamp.timestamp() * 1000) if position.timestamp.tzinfo else int(
+        position.timestamp.replace(tzinfo=UTC).timestamp() * 1000)
+    if isinstance(position.id, ObjectId):
+        kind, ident = "o", str(position.id)
+    else:
+        kind, ident = "s", str(position.id)
+    payload = _b64(json.dumps([1, ms, kind, ident], separators=(",", ":")).encode("utf-8"))
+    sig = _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()[:16])
+    return f"{payload}.{sig}"
+
+
+def decode_cursor(token: str, key: bytes) -> Position:
+    bad = LogFilterError("cursor: not a cursor this portal issued (follow the links instead of editing them)")
+    if not isinstance(token, str) or len(token) > 300 or token.count(".") != 1:
+        raise bad
+    payload, sig = token.split(".")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", payload) or not re.fullmatch(r"[A-Za-z0-9_-]+", sig):
+        raise bad
+    expected = _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()[:16])
+    if not hmac.compare_digest(expected, sig):
+        raise bad
+    try:
+        version, ms, kind, ident = json.loads(_unb64(payload))
+        if version != 1 or not isinstance(ms, int) or kind not in ("o", "s") or not isinstance(ident, str):
+            raise ValueError
+        ts = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+        return Position(ts, ObjectId(ident) if kind == "o" else ident)
+    except (ValueError, TypeError, InvalidId, OverflowError):
+        raise bad from None
+
+
+def position_of(doc: dict) -> Position:
+    ts = doc.get("timestamp")
+    if isinstance(ts, datetime) and ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return Position(ts, doc["_id"])
+
+
+# --- errors ---------------------------------------------------------------------------
+class _db_errors:
+    """Translate pymongo errors into ops errors with messages for people."""
+
+    def __init__(self, max_time_ms: int):
+        self.max_time_ms = max_time_ms
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or not isinstance(exc, mongo_errors.PyMongoError):
+            return False
+        if isinstance(exc, mongo_errors.ExecutionTimeout) or (
+            isinstance(exc, mongo_errors.OperationFailure) and exc.code == 50
+        ):
+            raise LogQueryTimeout(
+                f"The log query took longer than {self.max_time_ms / 1000:g} s and was stopped. "
+                "Narrow the time range (or add a level, label or host filter) and try again."
+            ) from None
+        if isinstance(exc, (mongo_errors.ServerSelectionTimeoutError, mongo_errors.ConnectionFailure,
+                            mongo_errors.NetworkTimeout, mongo_errors.AutoReconnect)):
+            raise LogUnavailable(
+                "The log database (MongoDB) cannot be reached right now; the rest of the portal still works. "
+                "Try again in a minute."
+            ) from None
+        raise LogUnavailable(f"The log database refused the query ({type(exc).__name__}).") from None
+
+
+# --- documents ------------------------------------------------------------------------
+def iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def jsonable(value):
+    """BSON values -> JSON-safe values (ObjectId/str, datetime/ISO string)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
+    return str(value)
+
+
+def serialize(doc: dict) -> dict:
+    """A log document in the API's shape."""
+    ts = doc.get("timestamp")
+    message = doc.get("message")
+    if message is not None and not isinstance(message, str):
+        message = json.dumps(jsonable(message), ensure_ascii=False)
+    meta = doc.get("meta")
+    return {
+        "id": str(doc.get("_id")),
+        "timestamp": iso(ts) if isinstance(ts, datetime) else (None if ts is None else str(ts)),
+        "level": doc.get("level") if isinstance(doc.get("level"), str) else jsonable(doc.get("level")),
+        "message": message,
+        "meta": jsonable(meta) if meta is not None else None,
+        "label": jsonable(doc.get("label")),
+        "hostname": jsonable(doc.get("hostname")),
+    }
+
+
+# --- queries --------------------------------------------------------------------------------
+@dataclass
+class Page:
+    items: list[dict]            # raw documents, newest first
+    older: Position | None       # pass as before= for the next (older) page
+    newer: Position | None       # pass as after= for the previous (newer) page
+    at_newest: bool              # True when nothing newer than the first item matched at query time
+
+
+def _keyset(position: Position, older: bool) -> dict:
+    op = "$lt" if older else "$gt"
+    return {"$or": [{"timestamp": {op: position.timestamp}},
+                    {"timestamp": position.timestamp, "_id": {op: position.id}}]}
+
+
+def _combine(*queries: dict) -> dict:
+    parts = [q for q in queries if q]
+    if not parts:
+        return {}
+    if len(parts) == 1:
+        return parts[0]
+    return {"$and": parts}
+
+
+def fetch_page(collection, flt: LogFilter, *, before: Position | None = None, after: Position | None = None,
+               limit: int = DEFAULT_LIMIT, max_time_ms: int = 5000) -> Page:
+    """One page, newest first, keyset-paginated on (timestamp desc, _id desc).
+    ``before``: documents strictly older than that position; ``after``:
+    strictly newer (the page just above, still newest first)."""
+    if before is not None and after is not None:
+        raise LogFilterError("give before or after, not both")
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    base = flt.to_query()
+    with _db_errors(max_time_ms):
+        if after is not None:
+            query = _combine(base, _keyset(after, older=False))
+            docs = list(collection.find(query, sort=SORT_ASC, limit=limit + 1, max_time_ms=max_time_ms))
+            more_newer = len(docs) > limit
+            docs = list(reversed(docs[:limit]))
+            return Page(
+                items=docs,
+                older=position_of(docs[-1]) if docs else after,
+                newer=position_of(docs[0]) if docs and more_newer else None,
+                at_newest=not more_newer,
+            )
+        query = _combine(base, _keyset(before, older=True)) if before is not None else base
+        docs = list(collection.find(query, sort=SORT_DESC, limit=limit + 1, max_time_ms=max_time_ms))
+    more_older = len(docs) > limit
+    docs = docs[:limit]
+    return Page(
+        items=docs,
+        older=position_of(docs[-1]) if docs and more_older else None,
+        newer=position_of(docs[0]) if docs and before is not None else None,
+        at_newest=before is None,
+    )
+
+
+def fetch_newer(collection, flt: LogFilter, after: Position | None, *, limit: int = 200,
+                max_time_ms: int = 5000) -> list[dict]:
+    """Follow mode: matching documents newer than ``after`` (newest first),
+    ignoring ``until`` so new arrivals show up."""
+    base = LogFilter(since=flt.since, until=None, levels=flt.levels, label=flt.label, host=flt.host,
+                     text=flt.text, meta=flt.meta, range=flt.range, tz=flt.tz).to_query()
+    with _db_errors(max_time_ms):
+        if after is None:
+            return list(collection.find(base, sort=SORT_DESC, limit=limit, max_time_ms=max_time_ms))
+        query = _combine(base, _keyset(after, older=False))
+        docs = list(collection.find(query, sort=SORT_ASC, limit=limit, max_time_ms=max_time_ms))
+    return list(reversed(docs))
+
+
+def find_document(collection, doc_id: str, *, max_time_ms: int = 5000) -> dict | None:
+    if not isinstance(doc_id, str) or len(doc_id) > 200:
+        return None
+    candidates: list = [doc_id]
+    if re.fullmatch(r"[0-9a-f]{24}", doc_id):
+        candidates.insert(0, ObjectId(doc_id))
+    with _db_errors(max_time_ms):
+        for ident in candidates:
+            doc = collection.find_one({"_id": ident}, max_time_ms=max_time_ms)
+            if doc is not None:
+                return doc
+    return None
+
+
+# --- histogram ------------------------------------------------------------------------
+@dataclass
+class Bucket:
+    start: datetime
+    end: datetime
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def bucket_size(span: timedelta, max_buckets: int = MAX_BUCKETS) -> timedelta:
+    for size in BUCKET_SIZES:
+        if span / size <= max_buckets:
+            return size
+    return span / max_buckets
+
+
+def bucket_edges(since: datetime, until: datetime, max_buckets: int = MAX_BUCKETS) -> list[tuple[datetime, datetime]]:
+    size = bucket_size(until - since, max_buckets)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    # Align to whole multiples of the size (UTC) so bars are stable between reloads.
+    start = epoch + ((since - epoch) // size) * size
+    edges = []
+    while start < until and len(edges) < max_buckets + 1:
+        end = start + size
+        edges.append((max(start, since), min(end, until)))
+        start = end
+    return edges
+
+
+def histogram(collection, flt: LogFilter, *, now: datetime | None = None, max_time_ms: int = 5000,
+              max_buckets: int = MAX_BUCKETS) -> list[Bucket]:
+    """Documents per time bucket, by level, for the filter; computed in the
+    database: one ``$match`` (indexed range) + ``$group`` by level per bucket,
+    all within one ``max_time_ms`` budget."""
+    since = flt.since
+    until = flt.until or (now or datetime.now(UTC))
+    if since is None:
+        raise LogFilterError("the histogram needs a time range")
+    base = flt.to_query(with_time=False)
+    deadline = time.monotonic() + max_time_ms / 1000
+    buckets = []
+    with _db_errors(max_time_ms):
+        for start, end in bucket_edges(since, until, max_buckets):
+            remaining = int((deadline - time.monotonic()) * 1000)
+            if remaining <= 0:
+                raise mongo_errors.ExecutionTimeout("histogram budget exhausted")
+            match = _combine({"timestamp": {"$gte": start, "$lt": end}}, base)
+            rows = collection.aggregate(
+                [{"$match": match}, {"$group": {"_id": "$level", "n": {"$sum": 1}}}], maxTimeMS=remaining
+            )
+            counts = {}
+            for row in rows:
+                level = row["_id"] if isinstance(row["_id"], str) else str(row["_id"])
+                counts[level] = counts.get(level, 0) + int(row["n"])
+            buckets.append(Bucket(start, end, counts))
+    return buckets
+
+
+# --- export ----------------------------------------------------------------------------------
+CSV_COLUMNS = ("timestamp", "level", "label", "hostname", "message", "meta", "id")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    # Spreadsheet formula injection: a cell starting with one of these is prefixed with '.
+    if text.startswith(_FORMULA_START):
+        text = "'" + text
+    return text
+
+
+def export_chunks(collection, flt: LogFilter, *, fmt: str, limit: int, max_time_ms: int,
+                  batch_size: int = 1000) -> Iterator[str]:
+    """Yield the export as text chunks (one batch of documents each), newest
+    first, at most ``limit`` documents.  The first ``next()`` runs the query,
+    so callers can catch errors before they start a response."""
+    if fmt not in ("ndjson", "csv"):
+        raise LogFilterError("format: expected ndjson or csv")
+    query = flt.to_query()
+    with _db_errors(max_time_ms):
+        cursor = collection.find(query, sort=SORT_DESC, limit=limit, max_time_ms=max_time_ms,
+                                 batch_size=batch_size)
+        try:
+            first = next(cursor)
+        except StopIteration:
+            first = None
+    return _export_iter(cursor, first, fmt, max_time_ms, batch_size)
+
+
+def _export_iter(cursor, first, fmt, max_time_ms, batch_size):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n") if fmt == "csv" else None
+    if writer is not None:
+        writer.writerow(CSV_COLUMNS)
+
+    def emit(doc):
+        item = serialize(doc)
+        if writer is None:
+            buffer.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
+            buffer.write("\n")
+        else:
+            writer.writerow([_csv_cell(item[c]) for c in CSV_COLUMNS])
+
+    if first is not None:
+        emit(first)
+    count = 1 if first is not None else 0
+    with _db_errors(max_time_ms):
+        try:
+            if first is not None:
+                for doc in cursor:
+                    emit(doc)
+                    count += 1
+                    if count % batch_size == 0:
+                        yield buffer.getvalue()
+                        buffer.seek(0)
+                        buffer.truncate()
+        finally:
+            cursor.close()
+    tail = buffer.getvalue()
+    if tail:
+        yield tail
+
+
+# --- indexes -------------------------------------------------------------------------------
+def index_status(collection, *, max_time_ms: int = 5000) -> list[dict]:
+    """[{name, keys, present}] for each index the browser needs."""
+    with _db_errors(max_time_ms):
+        existing = [list(info.get("key", {}).items()) for info in collection.list_indexes()]
+    out = []
+    for name, spec in REQUIRED_INDEXES:
+        wanted = [(k, int(d)) for k, d in spec]
+        present = any([(k, int(d)) for k, d in keys] == wanted for keys in existing)
+        out.append({"name": name, "keys": spec, "present": present})
+    return out
+
+
+def missing_indexes(collection, **kwargs) -> list[str]:
+    return [row["name"] for row in index_status(collection, **kwargs) if not row["present"]]
+
+
+def ensure_indexes(collection) -> list[str]:
+    """Create the missing indexes; returns the names created."""
+    created = []
+    with _db_errors(60_000):
+        for row in index_status(collection):
+            if not row["present"]:
+                collection.create_index(row["keys"], name=row["name"])
+                created.append(row["name"])
+    return created
+
+
+__all__ = [
+    "LEVELS", "PRESETS", "KEY_RE", "LogFilter", "LogFilterError", "LogQueryTimeout", "LogUnavailable", "OpsError",
+    "Page", "Position", "Bucket", "parse_filter", "parse_limit", "parse_timezone", "parse_time", "encode_cursor",
+    "decode_cursor", "fetch_page", "fetch_newer", "find_document", "histogram", "bucket_edges", "export_chunks",
+    "serialize", "iso", "index_status", "missing_indexes", "ensure_indexes", "CSV_COLUMNS",
+]
