@@ -66,15 +66,15 @@ class Command(BaseCommand):
         self.stdout.write("hcap: 500 applicants")
 
     def make_backups(self):
-        from ops.backups import write_local_backup
+        from ops.backups import local_backup
 
         now = timezone.now().replace(hour=1, minute=0, second=0, microsecond=0)
         made = []
         for days_ago in (6, 5, 4, 3, 2, 1):
-            made.append(write_local_backup(
-                conninfo=dburl.to_conninfo(settings.MANAGED_DATABASE_URL),
-                backup_dir=settings.BACKUP_DIR,
-                host=settings.BACKUP_HOST,
+            made.append(local_backup(
+                dburl.to_conninfo(settings.MANAGED_DATABASE_URL),
+                settings.BACKUP_DIR,
+                settings.BACKUP_HOST,
                 now=now - timedelta(days=days_ago),
             ))
         self.stdout.write(f"backups: {len(made)} in {settings.BACKUP_DIR}")
