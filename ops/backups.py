@@ -87,7 +87,7 @@ def parse_name(name: str):
     """The regex match for a backup file name, or None."""
     if not isinstance(name, str) or len(name) > 255:
         return None
-    return NAME_RE.match(name)
+    return NAME_RE.fullmatch(name)
 
 
 def entry_from_path(relpath: str, size: int, root: str) -> BackupEntry | None:

@@ -65,6 +65,23 @@ ACCESS: dict[str, Entry] = {
     "audit_export_json": Entry("GET", "/audit/export.json", page("auditor")),
     "api_audit": Entry("GET", "/api/v1/audit", api("auditor")),
     # --- jobs and backups (issue 4) ---
+    "jobs_list": Entry("GET", "/jobs/", page(*ALL)),
+    "job_detail": Entry("GET", "/jobs/{id}/", page(*ALL), setup=lambda: {"id": _finished_job()}),
+    "job_live": Entry("GET", "/jobs/{id}/live/", page(*ALL), setup=lambda: {"id": _finished_job()}),
+    # cancelling a finished job: 400 proves the permission check passed, nothing changes
+    "job_cancel": Entry("POST", "/jobs/{id}/cancel/", page("admin", ok=400), data={},
+                        setup=lambda: {"id": _finished_job()}),
+    "api_job": Entry("GET", "/api/v1/jobs/{id}", api(*ALL), setup=lambda: {"id": _finished_job()}),
+    "backups_list": Entry("GET", "/backups/", page(*ALL)),
+    # no confirm=yes: 400, nothing is queued
+    "backup_run": Entry("POST", "/backups/run/", page("admin", ok=400), data={}),
+    # a path instead of a catalog name: 400
+    "backup_verify": Entry("POST", "/backups/verify/", page("admin", ok=400), data={"name": "../../etc/passwd"}),
+    "api_backups": Entry("GET", "/api/v1/backups", api(*ALL)),
+    # POST on the same URL needs "operate"; an unknown field -> 400, nothing is queued
+    "api_backups_create": Entry("POST", "/api/v1/backups", api("admin", ok=400), data={"bogus": 1}, json=True),
+    "api_backup_verify": Entry("POST", "/api/v1/backups/verify", api("admin", ok=400), data={"name": "x;rm -rf /"},
+                               json=True),
     # --- logs (issue 5) ---
     # --- migrations (issue 6) ---
     "migrations": Entry("GET", "/migrations/", page(*ALL)),
@@ -86,3 +103,17 @@ def _migration_file() -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.js").write_text("exports.up = (pgm) => {};\nexports.down = (pgm) => {};\n")
     return {"name": name}
+
+def _finished_job() -> int:
+    """A finished (succeeded) job row, for the job pages (issue 4)."""
+    from django.utils import timezone
+
+    from hcapadmin.jobs.models import Job, params_key
+
+    now = timezone.now()
+    return Job.objects.create(kind="backup.manual", title="Manual backup", params={}, target="hcap",
+                              params_key=params_key("backup.manual", {"access": now.isoformat()}, "hcap"),
+                              status="succeeded", requested_by="admin", started_at=now, finished_at=now,
+                              steps=[{"name": "Back up database", "started_at": now.isoformat(),
+                                      "finished_at": now.isoformat(), "outcome": "succeeded"}],
+                              log="done\n", result={"backup": "hcap-patroni-hcap_2026-01-01_00-00-00.sql.gz"}).pk

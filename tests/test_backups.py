@@ -129,3 +129,82 @@ def test_manual_backup_job_writes_a_backup_and_records_it(pg, run_jobs):
     assert list(Path(settings.BACKUP_DIR).rglob(name))
     assert [s["name"] for s in job.steps] == ["Back up database"]
     assert "Dumping database (pg_dump)" in job.log and "Backup complete" in job.log
+
+
+def test_verify_passes_on_good_file_and_fails_clearly_on_truncated(tmp_path, pg):
+    seed(pg)
+    drv = driver(tmp_path, pg)
+    entry = drv.take_backup(now=datetime(2026, 11, 20, 3, 0, 0, tzinfo=timezone.utc))
+    lines = []
+    found = drv.verify_backup(entry, log=lines.append)
+    assert found["tables"] >= 2
+    assert found["row_counts"]["public.applicants"] == 3000 and found["row_counts"]["public.sites"] == 50
+    assert found["benign_role_errors"] >= 1
+    assert not pg.psql("SELECT datname FROM pg_database WHERE datname LIKE 'hcapadmin_verify_%'").strip()
+    # truncate a copy to 60% of its size
+    data = Path(entry.path).read_bytes()
+    cut = tmp_path / "daily" / "2026-11-20" / "hcap-patroni-hcap_2026-11-20_04-00-00.sql.gz"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    truncated = next(e for e in drv.list_backups() if e.name == cut.name)
+    with pytest.raises(backups.VerifyFailed) as info:
+        drv.verify_backup(truncated, log=lines.append)
+    assert "truncated or corrupt" in str(info.value)
+    assert not pg.psql("SELECT datname FROM pg_database WHERE datname LIKE 'hcapadmin_verify_%'").strip()
+    # a file that is not gzip at all
+    junk = tmp_path / "daily" / "2026-11-20" / "hcap-patroni-hcap_2026-11-20_05-00-00.sql.gz"
+    junk.write_bytes(b"this is not a backup\n" * 10)
+    with pytest.raises(backups.VerifyFailed):
+        drv.verify_backup(next(e for e in drv.list_backups() if e.name == junk.name))
+
+
+def test_catalog_lists_layout_kinds_sizes_and_in_progress(tmp_path):
+    for rel, size in [("daily/2026-11-24/hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz", 1000),
+                      ("weekly/2026-11-22/hcap-patroni-hcap_2026-11-22_01-00-00.sql.gz", 900),
+                      ("monthly/2026-10-31/hcap-patroni-hcap_2026-10-31_01-00-00.sql.gz", 800),
+                      ("daily/2026-11-25/hcap-patroni-hcap_2026-11-25_01-00-00.sql.gz.in_progress", 10),
+                      ("daily/2026-11-25/notes.txt", 5), ("daily/2026-11-25/random.sql.gz", 5)]:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * size)
+    entries = backups.scan_local(str(tmp_path))
+    assert [(e.kind, e.size_bytes, e.in_progress) for e in entries] == [
+        ("daily", 10, True), ("daily", 1000, False), ("weekly", 900, False), ("monthly", 800, False)]
+    assert entries[1].database == "hcap" and entries[1].host == "hcap-patroni"
+    assert entries[1].created_at == datetime(2026, 11, 24, 1, 0, 0, tzinfo=timezone.utc)
+
+
+def test_warnings_stale_and_shrunk():
+    def e(day, size, in_progress=False):
+        when = datetime(2026, 11, day, 1, 0, 0, tzinfo=timezone.utc)
+        return backups.BackupEntry(backups.backup_name("h", "hcap", when), "/x", "h", "hcap", "daily", when, size,
+                                   in_progress)
+
+    now = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
+    fine = backups.backup_warnings([e(22, 1000), e(23, 990), e(24, 1010)], now=now, stale_hours=26, shrink_percent=50)
+    assert fine == []
+    found = backups.backup_warnings([e(21, 1000), e(22, 400), e(25, 5, True)], now=now, stale_hours=26,
+                                    shrink_percent=50)
+    assert [w["kind"] for w in found] == ["stale", "shrunk"]
+    assert "60% smaller" in found[1]["message"] and "26 hours" in found[0]["message"]
+
+
+def test_verify_job_records_result_on_the_backup(tmp_path, pg, run_jobs, settings):
+    from hcapadmin.backups.models import BackupVerification
+
+    seed(pg)
+    settings.BACKUP_DIR = str(tmp_path)
+    settings.MANAGED_DATABASE_URL = pg.url("hcap")
+    entry = driver(tmp_path, pg).take_backup(now=datetime(2026, 11, 23, 2, 0, 0, tzinfo=timezone.utc))
+    bad = Path(entry.path).with_name("hcap-patroni-hcap_2026-11-23_03-00-00.sql.gz")
+    bad.write_bytes(Path(entry.path).read_bytes()[:2000])
+    good_job, _ = submit("backup.verify", {"name": entry.name}, request=admin_request(), target="hcap")
+    bad_job, _ = submit("backup.verify", {"name": bad.name}, request=admin_request(), target="hcap")
+    run_jobs()
+    good_job.refresh_from_db()
+    bad_job.refresh_from_db()
+    assert good_job.status == "succeeded", good_job.error
+    assert good_job.result["row_counts"]["public.applicants"] == 3000
+    assert bad_job.status == "failed" and "truncated or corrupt" in bad_job.error
+    assert BackupVerification.objects.get(backup_name=entry.name).ok is True
+    failed = BackupVerification.objects.get(backup_name=bad.name)
+    assert failed.ok is False and "truncated" in failed.message and failed.job_id == bad_job.pk

@@ -17,9 +17,38 @@ def readyz(request):
     return JsonResponse(result, status=200 if result["status"] != "down" else 503)
 
 
+@never_cache
 @permission_required("view")
 def dashboard(request):
-    return render(request, "core/dashboard.html", {"title": "Dashboard"})
+    """Backups per database (red when stale), last verification, running jobs,
+    Patroni members and leader.  Each part fails on its own with a message."""
+    from django.conf import settings
+
+    from hcapadmin.backups import services as backups
+    from hcapadmin.core.platform import get_driver
+    from hcapadmin.jobs.models import ACTIVE, Job
+    from hcapadmin.jobs.services import sweep
+    from ops.errors import OpsError
+
+    context = {"title": "Dashboard", "stale_hours": settings.BACKUP_STALE_HOURS}
+    try:
+        items = backups.catalog()
+        context["databases"] = backups.per_database(items)
+        context["in_progress"] = [i for i in items if i.entry.in_progress]
+        context["backup_warnings"] = backups.warnings(items)
+    except OpsError as exc:
+        context["backup_error"] = str(exc)
+    try:
+        sweep()
+    except Exception:  # the dashboard must render even if the sweep fails
+        pass
+    context["running_jobs"] = list(Job.objects.filter(status__in=ACTIVE).defer("log").order_by("id")[:20])
+    context["recent_jobs"] = list(Job.objects.exclude(status__in=ACTIVE).defer("log").order_by("-id")[:5])
+    try:
+        context["cluster"] = get_driver().cluster_members()
+    except OpsError as exc:
+        context["cluster_error"] = str(exc)
+    return render(request, "core/dashboard.html", context)
 
 
 @permission_required("view")
