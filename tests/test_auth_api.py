@@ -154,3 +154,20 @@ def test_permission_denied_on_state_change_is_audited():
     request.principal = Principal("vic", roles=frozenset({"viewer"}))
     assert page(request).status_code == 403
     assert AuditEvent.objects.filter(action="permission.denied").count() == 1  # reads are not audited
+
+
+@pytest.mark.django_db
+def test_rejected_bearer_tokens_are_audited_and_lock_out_the_client(client, settings, openshift_identities, standin):
+    settings.AXES_FAILURE_LIMIT = 3
+    for i in range(3):
+        r = client.get("/api/v1/audit", REMOTE_ADDR="10.5.5.5", **bearer(f"sha256~guess-{i}"))
+        assert r.status_code == (401 if i < 2 else 429)  # the failure that locks already answers 429
+    failures = AuditEvent.objects.filter(action="login.failure", details__method="bearer")
+    assert failures.count() == 3 and all("guess" not in str(e.details) for e in failures)
+    sent = len(standin.requests)
+    r = client.get("/api/v1/audit", REMOTE_ADDR="10.5.5.5", **bearer(openshift_identities.AUDITOR))
+    assert r.status_code == 429 and "error" in r.json()
+    assert len(standin.requests) == sent
+    assert AuditEvent.objects.filter(action="login.lockout", details__method="bearer").count() == 2
+    r = client.get("/api/v1/audit", REMOTE_ADDR="10.5.5.6", **bearer(openshift_identities.AUDITOR))
+    assert r.status_code == 200

@@ -55,9 +55,17 @@ class PrincipalMiddleware:
         scheme = scheme.lower()
         if scheme == "bearer":
             request._dont_enforce_csrf_checks = True
+            if authn.token_login_enabled() and authn.is_locked_out(request, None):
+                from hcapadmin.audit.models import record
+
+                record("login.lockout", request=request, actor="anonymous", outcome="denied",
+                       details={"method": "bearer"})
+                return json_error("too many failed attempts; try again later", 429)
             principal, error, status = authn.bearer_principal(credentials.strip())
             if principal is None and status == 503:
                 return json_error(error, 503) if _is_api(request) else _unavailable(request, error)
+            if principal is None and authn.token_login_enabled():
+                self._bearer_failed(request, error)
             request.principal, request.auth_via = principal, "bearer"
             request.auth_error = error
         elif scheme == "basic" and settings.LOCAL_ACCOUNTS:
@@ -69,6 +77,15 @@ class PrincipalMiddleware:
             if response is not None:
                 return response
         return self.get_response(request)
+
+    def _bearer_failed(self, request, error: str) -> None:
+        from hcapadmin.audit.models import record
+
+        record("login.failure", request=request, actor="anonymous", outcome="failure",
+               details={"method": "bearer", "reason": error})
+        if authn.register_failure(request, None):
+            record("login.lockout", request=request, actor="anonymous", outcome="denied",
+                   details={"method": "bearer"})
 
     # -- Basic -------------------------------------------------------------------------------
     def _basic(self, request, credentials: str):
