@@ -83,6 +83,13 @@ ACCESS: dict[str, Entry] = {
     "api_backup_verify": Entry("POST", "/api/v1/backups/verify", api("admin", ok=400), data={"name": "x;rm -rf /"},
                                json=True),
     # --- logs (issue 5) ---
+    "logs": Entry("GET", "/logs/?range=15m", page("viewer", "admin")),
+    "logs-histogram": Entry("GET", "/logs/histogram?range=15m", page("viewer", "admin")),
+    "logs-follow": Entry("GET", "/logs/follow?range=15m&follow=1", page("viewer", "admin")),
+    "log-detail": Entry("GET", "/logs/entry/{id}/", page("viewer", "admin"), setup=lambda: _log_entry()),
+    # Allowed: a bad format is refused with 400 before any query runs (and audited).
+    "logs-export": Entry("GET", "/logs/export?format=xml&range=15m", page("admin", ok=400)),
+    "api-logs": Entry("GET", "/api/v1/logs?limit=1", api("viewer", "admin")),
     # --- migrations (issue 6) ---
     "migrations": Entry("GET", "/migrations/", page(*ALL)),
     "migration_detail": Entry("GET", "/migrations/{name}/", page(*ALL), setup=lambda: _migration_file()),
@@ -104,6 +111,7 @@ def _migration_file() -> dict:
     (folder / f"{name}.js").write_text("exports.up = (pgm) => {};\nexports.down = (pgm) => {};\n")
     return {"name": name}
 
+
 def _finished_job() -> int:
     """A finished (succeeded) job row, for the job pages (issue 4)."""
     from django.utils import timezone
@@ -117,3 +125,14 @@ def _finished_job() -> int:
                               steps=[{"name": "Back up database", "started_at": now.isoformat(),
                                       "finished_at": now.isoformat(), "outcome": "succeeded"}],
                               log="done\n", result={"backup": "hcap-patroni-hcap_2026-01-01_00-00-00.sql.gz"}).pk
+
+
+def _log_entry() -> dict:
+    """A winston-shaped document in the default log source (issue 5)."""
+    from datetime import datetime, timezone
+
+    from hcapadmin.logbrowser import mongo
+
+    _, coll = mongo.collection(None)
+    result = coll.insert_one({"timestamp": datetime.now(timezone.utc), "level": "info", "message": "access test"})
+    return {"id": str(result.inserted_id)}

@@ -1,0 +1,421 @@
+"""Log browser pages and API through the Django test client and a real
+browser, against the harness's FerretDB (no mocks)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from bson import ObjectId
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from pymongo import MongoClient
+
+from ops import logs
+
+UTC = timezone.utc
+
+
+@pytest.fixture(scope="module")
+def mclient(mongo_url):
+    client = MongoClient(mongo_url, tz_aware=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def source(mclient, settings):
+    """Point the portal's default source at a fresh collection."""
+    name = "log_" + uuid.uuid4().hex[:10]
+    settings.LOG_SOURCES = {"hcap": ("viewtests", name), "other": ("viewtests", name + "_other")}
+    coll = mclient["viewtests"][name]
+    yield coll
+    coll.drop()
+    mclient["viewtests"][name + "_other"].drop()
+
+
+def _docs(n, *, now=None, start=0):
+    now = now or datetime.now(UTC).replace(microsecond=0)
+    out = []
+    for i in range(start, start + n):
+        level = logs.LEVELS[i % len(logs.LEVELS)]
+        doc = {"_id": ObjectId(), "timestamp": now - timedelta(seconds=30 * i), "level": level,
+               "message": f"message {i} first line\nsecond line {i}"}
+        if i % 3 == 0:
+            doc["meta"] = {"req": {"status": 500 if i % 2 else 200}, "n": i}
+        if i % 4 == 0:
+            doc["label"] = "hcap-server"
+        if i % 5 == 0:
+            doc["hostname"] = f"pod-{i % 2}"
+        out.append(doc)
+    return out
+
+
+@pytest.fixture
+def filled(source):
+    docs = _docs(130)
+    source.insert_many(docs)
+    return docs
+
+
+# --- page ---------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_page_lists_newest_first_with_local_and_utc_times(client_as, filled):
+    client = client_as("viewer")
+    r = client.get("/logs/", {"tz": "America/Vancouver"})
+    assert r.status_code == 200
+    html = r.content.decode()
+    rows = html.count('class="log-row')
+    assert rows == 50
+    first = filled[0]
+    assert str(first["_id"]) in html
+    assert logs.iso(first["timestamp"]) in html  # UTC shown
+    local = first["timestamp"].astimezone(__import__("zoneinfo").ZoneInfo("America/Vancouver"))
+    assert local.strftime("%Y-%m-%d %H:%M:%S") in html
+    assert 'class="log-level lv-error"' in html
+    assert "<details>" in html and "second line 0" in html
+    assert 'hx-get="/logs/histogram?' in html
+    assert "Export" not in html  # viewers cannot export
+
+
+@pytest.mark.django_db
+def test_page_pagination_older_and_newer_links(client_as, filled):
+    import re
+
+    client = client_as("viewer")
+    seen = []
+    url = "/logs/?range=24h&limit=40"
+    pages = []
+    while url:
+        r = client.get(url)
+        assert r.status_code == 200
+        html = r.content.decode()
+        ids = re.findall(r'data-id="([0-9a-f]{24})"', html)
+        pages.append((url, ids))
+        seen += ids
+        m = re.search(r'href="([^"]+)" rel="next"', html)
+        url = m.group(1).replace("&amp;", "&") if m else None
+    assert seen == [str(d["_id"]) for d in filled]
+    # "Newer" from the last page leads back to the page before it.
+    last_html = client.get(pages[-1][0]).content.decode()
+    newer = re.search(r'href="([^"]+)" rel="prev"', last_html).group(1).replace("&amp;", "&")
+    back = re.findall(r'data-id="([0-9a-f]{24})"', client.get(newer).content.decode())
+    assert back == pages[-2][1]
+
+
+@pytest.mark.django_db
+def test_filters_live_in_the_url(client_as, filled):
+    client = client_as("viewer")
+    r = client.get("/logs/", {"level": ["error", "warn"], "label": "hcap-server", "q": "MESSAGE 1", "range": "24h"})
+    html = r.content.decode()
+    want = [d for d in filled if d["level"] in ("error", "warn") and d.get("label") == "hcap-server"
+            and "message 1" in d["message"]]
+    assert want and html.count('class="log-row') == len(want)
+    for d in want:
+        assert str(d["_id"]) in html
+    # The form shows the current filter, so the page can be shared and refined.
+    assert 'value="error" checked' in html and 'value="MESSAGE 1"' in html
+
+
+@pytest.mark.django_db
+def test_meta_box_redirects_to_meta_params(client_as, filled):
+    client = client_as("viewer")
+    r = client.get("/logs/", {"meta": "req.status=500\n n = 3 ", "range": "24h", "q": ""})
+    assert r.status_code == 302
+    assert r["Location"].startswith("/logs/?") and "meta.req.status=500" in r["Location"] and "q=" not in r["Location"]
+    html = client.get(r["Location"]).content.decode()
+    want = [d for d in filled if d.get("meta", {}).get("req", {}).get("status") == 500 and d["meta"]["n"] == 3]
+    assert html.count('class="log-row') == len(want) == 1
+    assert client.get("/logs/", {"meta": "no equals sign"}).status_code == 400
+    r = client.get("/logs/", {"meta.$where": "1"})
+    assert r.status_code == 400 and "meta key" in r.content.decode()
+
+
+@pytest.mark.django_db
+def test_missing_index_warning_for_admins_only(client_as, filled, source):
+    assert "Indexes missing" in client_as("admin").get("/logs/").content.decode()
+    assert "Indexes missing" not in client_as("viewer").get("/logs/").content.decode()
+    logs.ensure_indexes(source)
+    assert "Indexes missing" not in client_as("admin").get("/logs/").content.decode()
+
+
+@pytest.mark.django_db
+def test_logs_indexes_command_reports_and_applies(filled, source):
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("logs_indexes", "--source", "hcap", stdout=out)
+    assert "timestamp_-1 MISSING" in out.getvalue() and "--apply" in out.getvalue()
+    out = io.StringIO()
+    call_command("logs_indexes", "--apply", "--source", "hcap", stdout=out)
+    assert "created level_1_timestamp_-1" in out.getvalue()
+    assert logs.missing_indexes(source) == []
+
+
+@pytest.mark.django_db
+def test_source_selector(client_as, filled, mclient, settings):
+    db, name = settings.LOG_SOURCES["other"]
+    mclient[db][name].insert_one({"timestamp": datetime.now(UTC), "level": "warn", "message": "from the other source"})
+    client = client_as("viewer")
+    html = client.get("/logs/", {"source": "other"}).content.decode()
+    assert "from the other source" in html and html.count('class="log-row') == 1
+    assert client.get("/logs/", {"source": "nope"}).status_code == 400
+    assert client.get("/api/v1/logs", {"source": "other"}).json()["items"][0]["message"] == "from the other source"
+
+
+# --- histogram, follow, detail ------------------------------------------------------------------
+@pytest.mark.django_db
+def test_histogram_partial_counts_and_narrowing_links(client_as, filled, source):
+    client = client_as("viewer")
+    r = client.get("/logs/histogram", {"range": "1h", "level": "error"})
+    assert r.status_code == 200
+    html = r.content.decode()
+    expected = sum(1 for d in filled if d["level"] == "error" and d["timestamp"] >= datetime.now(UTC) - timedelta(hours=1))
+    assert f"{expected} matching documents" in html
+    assert "<svg" in html and 'class="hist-error"' in html and 'class="hist-info"' not in html
+    import re
+
+    link = re.search(r'<a href="(/logs/\?[^"]+)"', html).group(1).replace("&amp;", "&")
+    assert "since=" in link and "until=" in link and "level=error" in link
+    assert client.get(link).status_code == 200
+    assert client.get("/logs/histogram", {"range": "all"}).status_code == 400  # needs a range
+
+
+@pytest.mark.django_db
+def test_follow_returns_only_new_matching_rows(client_as, filled, source):
+    import re
+
+    client = client_as("viewer")
+    html = client.get("/logs/", {"range": "1h", "level": "error", "follow": "1"}).content.decode()
+    poll = re.search(r'id="follow-poller" hx-get="([^"]+)" hx-trigger="every \d+s"', html).group(1).replace("&amp;", "&")
+    r = client.get(poll)
+    assert r.status_code == 200 and 'class="log-row' not in r.content.decode()
+    new_error = {"_id": ObjectId(), "timestamp": datetime.now(UTC) + timedelta(seconds=1), "level": "error", "message": "NEW ONE"}
+    source.insert_many([new_error, {"timestamp": datetime.now(UTC) + timedelta(seconds=1), "level": "info", "message": "not me"}])
+    body = client.get(poll).content.decode()
+    assert 'hx-swap-oob="afterbegin:#log-rows"' in body and "NEW ONE" in body and "not me" not in body
+    next_poll = re.search(r'hx-get="([^"]+)"', body).group(1).replace("&amp;", "&")
+    assert next_poll != poll
+    assert "NEW ONE" not in client.get(next_poll).content.decode()
+
+
+@pytest.mark.django_db
+def test_detail_view_pretty_json_copy_and_minute_link(client_as, filled):
+    client = client_as("viewer")
+    doc = filled[3]
+    r = client.get(f"/logs/entry/{doc['_id']}/", {"tz": "UTC"})
+    assert r.status_code == 200
+    html = r.content.decode()
+    assert 'class="highlight"' in html and "Copy JSON" in html
+    assert '<span class="nt">"message"</span>' in html  # Pygments token markup
+    minute = doc["timestamp"].replace(second=0)
+    assert f"since={logs.iso(minute)}".replace(":", "%3A") in html
+    assert client.get(f"/logs/entry/{ObjectId()}/").status_code == 404
+    assert client.get("/logs/entry/not-an-id/").status_code == 404
+
+
+# --- export ---------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_export_ndjson_and_csv_are_audited(client_as, filled, settings):
+    from hcapadmin.audit.models import AuditEvent
+
+    settings.LOG_EXPORT_LIMIT = 60
+    client = client_as("admin")
+    r = client.get("/logs/export", {"format": "ndjson", "range": "24h", "level": "error"})
+    assert r.status_code == 200 and r["Content-Type"].startswith("application/x-ndjson")
+    items = [json.loads(line) for line in b"".join(r.streaming_content).decode().splitlines()]
+    want = [logs.serialize(d) for d in filled if d["level"] == "error"]
+    assert items == want
+    event = AuditEvent.objects.filter(action="logs.export").first()
+    assert event.outcome == "success" and event.actor == "admin"
+    assert event.details["filter"]["levels"] == ["error"] and event.details["format"] == "ndjson"
+    r = client.get("/logs/export", {"format": "csv", "range": "24h"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
+    assert len(rows) == 60  # capped by LOG_EXPORT_LIMIT
+    assert [row["id"] for row in rows] == [str(d["_id"]) for d in filled[:60]]
+    assert rows[1]["message"] == filled[1]["message"]
+    assert AuditEvent.objects.filter(action="logs.export").count() == 2
+    assert client_as("viewer").get("/logs/export", {"format": "csv"}).status_code == 403
+
+
+# --- API --------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_api_pages_with_next_cursor(client_as, filled):
+    client = client_as("viewer")
+    got, cursor = [], None
+    while True:
+        params = {"limit": "50", "level": "info,error"}
+        if cursor:
+            params["before"] = cursor
+        body = client.get("/api/v1/logs", params).json()
+        got += body["items"]
+        cursor = body["next"]
+        if not cursor:
+            break
+    want = [logs.serialize(d) for d in filled if d["level"] in ("info", "error")]
+    assert got == want
+    assert set(got[0]) == {"id", "timestamp", "level", "message", "meta", "label", "hostname"}
+    assert got[0]["timestamp"].endswith("Z")
+
+
+@pytest.mark.django_db
+def test_api_bad_input_is_400_json(client_as, filled):
+    client = client_as("viewer")
+    for params in ({"level": "fatal"}, {"before": "forged.cursor"}, {"limit": "0"}, {"since": "soon"},
+                   {"meta.a$b": "1"}, {"before": "x", "after": "y"}, {"source": "$where"}):
+        r = client.get("/api/v1/logs", params)
+        assert r.status_code == 400, params
+        assert "error" in r.json()
+
+
+@pytest.mark.django_db
+def test_api_operator_injection_is_plain_text(client_as, filled, source):
+    source.insert_one({"timestamp": datetime.now(UTC), "level": "info", "message": 'literal {"$gt": ""} here',
+                       "label": '{"$ne": null}'})
+    client = client_as("viewer")
+    assert [i["message"] for i in client.get("/api/v1/logs", {"q": '{"$gt": ""}'}).json()["items"]] == [
+        'literal {"$gt": ""} here']
+    assert len(client.get("/api/v1/logs", {"label": '{"$ne": null}'}).json()["items"]) == 1
+    assert client.get("/api/v1/logs", {"host": '{"$ne": null}'}).json()["items"] == []
+    assert client.get("/api/v1/logs", {"q": ".*"}).json()["items"] == []
+    assert client.get("/api/v1/logs", {"label[$ne]": "x"}).json()["items"]  # unknown param ignored, not an operator
+
+
+# --- hostile input (property-based) ---------------------------------------------------------------
+PARAMS = ("source", "level", "q", "label", "host", "since", "until", "before", "after", "limit", "range", "tz",
+          "meta.req.status", "follow", "format")
+hostile = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=60),
+    st.sampled_from(["$where", '{"$gt": ""}', "{$ne: 1}", "this.a == 1", ".*", "(a+)+$", "[", "\\", "%00", "\x00",
+                     "2026-03-08T02:30", "9999-12-31T23:59", "0000-01-01", "../../etc", "é" * 600, "1e309", "-1",
+                     "error,$ne", "eyJ4IjoxfQ.eyJ4IjoxfQ", "undefined", "null"]),
+)
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.dictionaries(st.sampled_from(PARAMS), hostile, min_size=1, max_size=4),
+       meta_key=st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=20), st.sampled_from(["$where", "a.$gt", "a..b", "ok_key", "a.b"])),
+       api=st.booleans())
+def test_hostile_strings_never_500(client_as, filled, values, meta_key, api):
+    client = client_as("admin")
+    params = dict(values)
+    params["meta." + meta_key] = values.get("q", "x")
+    path = "/api/v1/logs" if api else "/logs/"
+    r = client.get(path, params)
+    assert r.status_code in (200, 302, 400), (path, params, r.status_code)
+    if api and r.status_code == 400:
+        assert "error" in r.json()
+    if r.status_code == 200 and api:
+        for item in r.json()["items"]:
+            assert set(item) == {"id", "timestamp", "level", "message", "meta", "label", "hostname"}
+    for extra in ("/logs/histogram", "/logs/follow"):
+        assert client.get(extra, params).status_code in (200, 400)
+
+
+@pytest.mark.django_db
+def test_invalid_utf8_in_query_string_is_not_500(client_as, filled):
+    client = client_as("admin")
+    for path in ("/logs/", "/api/v1/logs", "/logs/histogram"):
+        r = client.get(path, QUERY_STRING="q=%ff%fe&label=%c0%af&meta.%ff=1&before=%80")
+        assert r.status_code in (200, 400), path
+
+
+# --- outages ------------------------------------------------------------------------------------------
+@pytest.fixture
+def silent_mongo(settings):
+    """MONGO_URL pointing at a TCP server that accepts and never answers."""
+    from hcapadmin.logbrowser import mongo
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    conns, stop = [], threading.Event()
+
+    def loop():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(sock.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    settings.MONGO_URL = f"mongodb://127.0.0.1:{sock.getsockname()[1]}/"
+    settings.MONGO_CONNECT_TIMEOUT_MS = 1500
+    yield conns
+    stop.set()
+    t.join()
+    client = mongo._clients.pop(settings.MONGO_URL, None)
+    if client is not None:
+        client.close()
+    for c in conns:
+        c.close()
+    sock.close()
+
+
+@pytest.mark.django_db
+def test_mongo_not_answering_gives_clear_error_within_seconds(client_as, silent_mongo):
+    client = client_as("admin")
+    started = time.monotonic()
+    r = client.get("/logs/")
+    assert time.monotonic() - started < 6
+    assert r.status_code == 503 and "cannot be reached" in r.content.decode()
+    r = client.get("/api/v1/logs")
+    assert r.status_code == 503 and "cannot be reached" in r.json()["error"]
+    assert silent_mongo, "never connected to the silent server"
+    assert client.get("/restores/").status_code == 200  # the rest of the portal works
+
+
+@pytest.mark.django_db
+def test_query_timeout_is_reported_not_500(client_as, source, settings):
+    source.insert_many(_docs(4000))
+    settings.LOG_MAX_TIME_MS = 1
+    client = client_as("viewer")
+    r = client.get("/logs/", {"q": "message"})
+    assert r.status_code == 504 and "Narrow the time range" in r.content.decode()
+    r = client.get("/api/v1/logs", {"q": "message"})
+    assert r.status_code == 504 and "Narrow the time range" in r.json()["error"]
+    assert "Narrow the time range" in client.get("/logs/histogram", {"range": "24h"}).content.decode()
+
+
+# --- browser ----------------------------------------------------------------------------------------------
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_filter_page_expand_export(login_page_as, source):
+    source.insert_many(_docs(130))
+    page = login_page_as("admin")
+    page.goto("/logs/")
+    page.get_by_label("Message contains").fill("FIRST LINE")
+    page.locator('input[name="level"][value="error"]').check()
+    page.locator('input[name="level"][value="info"]').check()
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url("**/logs/?*level=error*")
+    assert "q=FIRST+LINE" in page.url
+    rows = page.locator("tr.log-row")
+    assert rows.count() == 38  # 19 error + 19 info rows among 130 (130 / 7 levels)
+    page.locator("#histogram svg").wait_for()
+    # Page to the end with 20 a page: older, then back newer.
+    page.goto(page.url + "&limit=20")
+    first_ids = rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+    page.get_by_role("link", name="Older ›").click()
+    page.wait_for_url("**before=*")
+    second_ids = rows.evaluate_all("rs => rs.map(r => r.dataset.id)")
+    assert len(second_ids) == 18 and not set(first_ids) & set(second_ids)
+    # Expand a row: the full multi-line message shows.
+    summary = page.locator("tr.log-row details summary").first
+    summary.click()
+    assert page.locator("tr.log-row details[open] pre.log-full").first.inner_text().count("\n") >= 1
+    # Export NDJSON: a real download whose lines are the filtered documents.
+    with page.expect_download() as info:
+        page.get_by_role("link", name="NDJSON").click()
+    lines = open(info.value.path(), encoding="utf-8").read().splitlines()
+    levels = {json.loads(line)["level"] for line in lines}
+    assert len(lines) == 38 and levels == {"error", "info"}
