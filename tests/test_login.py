@@ -350,3 +350,19 @@ def test_local_account_lockout_per_account_across_addresses(client, settings, de
     assert {e.actor for e in events("login.lockout")} == {"admin"}
     assert client.post("/login/", {"username": "viewer", "password": "pw-demo"},
                        REMOTE_ADDR="10.0.0.98").status_code == 302
+
+
+@pytest.mark.django_db
+def test_request_body_too_big_is_400_not_500(client, openshift_identities, standin):
+    response = client.post("/login/", {"token": "A" * 3_000_000})
+    assert response.status_code == 400
+    assert standin.requests == []
+
+
+@pytest.mark.django_db
+def test_switching_from_token_to_local_login_drops_the_token(client, openshift_identities, demo_users):
+    client.post("/login/", {"token": openshift_identities.ADMIN})
+    response = client.post("/login/", {"username": "auditor", "password": "pw-demo"})
+    assert response.status_code == 302
+    assert b'data-testid="user-name">auditor<' in client.get("/").content
+    assert all("hcap_token" not in s.get_decoded() for s in Session.objects.all())

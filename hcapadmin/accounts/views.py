@@ -130,6 +130,8 @@ def _local_login(request):
         return _page(request, form=form, status=429, locked=True)
     user = auth.authenticate(request, username=username, password=form.cleaned_data["password"])
     if user is not None:
+        if authn.SESSION_PRINCIPAL in request.session:
+            request.session.flush()  # leave no OpenShift session (or its token) behind
         auth.login(request, user)
         request.session[authn.SESSION_LAST_SEEN] = time.time()
         record("login.success", request=request, actor=username, target=username, details={"method": "local"})
