@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 from hcapadmin.accounts.decorators import api_endpoint, permission_required
 from hcapadmin.core.api import json_error
 from migrations_ui import services
+from migrations_ui.rows import render_rows
 from ops import migrations as ops
 
 PER_PAGE = 100
@@ -30,12 +31,15 @@ def _page_context(request, report: ops.Report) -> dict:
         if not raw_page.isdigit() or not (1 <= int(raw_page) <= paginator.num_pages):
             raise ValueError(f"page must be a number from 1 to {paginator.num_pages}")
         number = int(raw_page)
-    attention = [i for i in report.items if i.status in (ops.PENDING, ops.OUT_OF_ORDER, ops.MISSING)]
+    attention = report.attention
+    page_obj = paginator.page(number)
     return {
         "title": "Migrations",
         "report": report,
         "counts": report.counts,
-        "page_obj": paginator.page(number),
+        "page_obj": page_obj,
+        "page_rows": render_rows(page_obj.object_list),
+        "attention_rows": render_rows(attention[:200]),
         "status": status,
         "status_filters": [(s, "all" if s == "all" else ops.STATUS_LABELS[s]) for s in STATUS_FILTERS],
         "attention": attention[:200],

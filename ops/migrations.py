@@ -23,7 +23,10 @@ import re
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import NamedTuple
 from datetime import datetime, timezone
 
 from ops.errors import Invalid, NotFound, OpsError, Unavailable
@@ -106,6 +109,8 @@ def numeric_prefix(filename: str) -> tuple[float | None, bool]:
     return _js_number(prefix), False
 
 
+# names that are not "<13 digits>_<name>.js|.sql" (the common case, which needs no warning)
+_SUSPICIOUS = re.compile(r"^(?!\d{13}_[^\n]*[^\n.]\.(?:js|sql)$)[^\n]*$", re.M)
 _TOKEN = re.compile(r"\d+|.", re.S)
 
 
@@ -141,36 +146,45 @@ def _is_punctuation(ch: str) -> bool:
 
 
 def migration_name(filename: str) -> str:
-    """``basename(path, extname(path))``."""
-    root, ext = os.path.splitext(filename)
-    return root if ext else filename
+    """``basename(path, extname(path))`` (names never start with a dot here)."""
+    i = filename.rfind(".")
+    return filename[:i] if i > 0 else filename
 
 
 def is_migration_entry(filename: str) -> bool:
     return bool(filename) and not filename.startswith(".") and "/" not in filename and "\0" not in filename
 
 
+def _sort_value(filename: str):
+    prefix = filename.split("_", 1)[0]
+    if len(prefix) == 13 and prefix.isdigit() and prefix.isascii():
+        return int(prefix)  # the common case, fast
+    value, _ok = numeric_prefix(filename)
+    return 0 if value is None else value
+
+
 def sort_filenames(filenames) -> list[str]:
     """node-pg-migrate's order.  Timestamps first (cheap), the name
-    comparison only among equal timestamps."""
-    keyed = []
-    for position, filename in enumerate(filenames):
-        value, _ok = numeric_prefix(filename)
-        keyed.append((value, position, filename))
-    # NaN compares as 0 in Array.prototype.sort's comparator, which then falls
-    # back to the name comparison; put those at 0 as the closest total order.
-    keyed.sort(key=lambda t: (0 if t[0] is None else t[0]))
+    comparison only among equal timestamps.  (An impossible 17-digit date is
+    NaN in JavaScript, which Array.prototype.sort's comparator treats as
+    "equal", falling back to the name comparison; it is placed at 0 here, the
+    closest total order.)"""
+    filenames = list(filenames)
+    values = [int(f[:13]) if f[13:14] == "_" and f[:13].isdigit() and f[:13].isascii() else _sort_value(f)
+              for f in filenames]
+    order = sorted(range(len(filenames)), key=values.__getitem__)
+    if len(set(values)) == len(values):
+        return [filenames[i] for i in order]
     out: list[str] = []
     i = 0
-    while i < len(keyed):
+    while i < len(order):
         j = i + 1
-        current = 0 if keyed[i][0] is None else keyed[i][0]
-        while j < len(keyed) and (0 if keyed[j][0] is None else keyed[j][0]) == current:
+        while j < len(order) and values[order[j]] == values[order[i]]:
             j += 1
-        group = keyed[i:j]
+        group = [filenames[k] for k in order[i:j]]
         if len(group) > 1:
-            group.sort(key=lambda t: name_key(t[2]))  # stable: ties keep directory order
-        out.extend(t[2] for t in group)
+            group.sort(key=name_key)  # stable: ties keep directory order
+        out.extend(group)
         i = j
     return out
 
@@ -319,8 +333,7 @@ class PodFolder:
 # --------------------------------------------------------------------------
 # Applied rows
 # --------------------------------------------------------------------------
-@dataclass(slots=True)
-class AppliedRow:
+class AppliedRow(NamedTuple):
     id: int
     name: str
     run_on: datetime | None
@@ -354,9 +367,10 @@ def read_applied(conninfo: str, table: str = "pgmigrations", schema: str = "publ
             )
             if cur.fetchone() is None:
                 return AppliedState([], False)
+            cur.row_factory = lambda _cursor: AppliedRow._make
             cur.execute(sql.SQL("SELECT id, name, run_on FROM {} ORDER BY run_on, id").format(
                 sql.Identifier(schema, table)))
-            return AppliedState([AppliedRow(*row) for row in cur.fetchall()], True)
+            return AppliedState(cur.fetchall(), True)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"managed database connection lost: {str(exc).strip()[:200]}") from None
     except psycopg.Error as exc:
@@ -397,6 +411,9 @@ class Report:
     source_error: str | None = None
     database_error: str | None = None
     source: str = ""
+    _counts: dict | None = None
+    _attention: list | None = None
+    _to_apply: list | None = None
 
     @property
     def complete(self) -> bool:
@@ -407,16 +424,38 @@ class Report:
 
     @property
     def counts(self) -> dict:
-        counts = {APPLIED: 0, PENDING: 0, MISSING: 0, OUT_OF_ORDER: 0, UNKNOWN: 0}
-        for item in self.items:
-            counts[item.status] += 1
-        counts["files"] = sum(1 for i in self.items if i.file)
-        return counts
+        if self._counts is None:
+            self._index()
+        return self._counts
 
     @property
     def to_apply(self) -> list[Item]:
         """What `up` runs when it does not refuse: every file not applied, in order."""
-        return [i for i in self.items if i.status in (PENDING, OUT_OF_ORDER)]
+        if self._to_apply is None:
+            self._index()
+        return self._to_apply
+
+    @property
+    def attention(self) -> list[Item]:
+        """Pending, out-of-order and missing migrations, in order."""
+        if self._attention is None:
+            self._index()
+        return self._attention
+
+    def _index(self) -> None:
+        counts = {APPLIED: 0, PENDING: 0, MISSING: 0, OUT_OF_ORDER: 0, UNKNOWN: 0}
+        attention = []
+        files = 0
+        for item in self.items:
+            counts[item.status] += 1
+            if item.status != APPLIED and item.status != UNKNOWN:
+                attention.append(item)
+            if item.file:
+                files += 1
+        counts["files"] = files
+        self._counts = counts
+        self._attention = attention
+        self._to_apply = [i for i in attention if i.status != MISSING]
 
     @property
     def will_refuse(self) -> bool:
@@ -461,50 +500,56 @@ def refusal_message(pair: tuple[str, str]) -> str:
     return f"Not run migration {pair[0]} is preceding already run migration {pair[1]}"
 
 
-def merge(filenames: list[str] | None, applied: AppliedState | None) -> Report:
-    """One list in node-pg-migrate's order with a status per migration."""
+def merge(filenames: list[str] | None, applied: AppliedState | None, *, presorted: bool = False) -> Report:
+    """One list in node-pg-migrate's order with a status per migration
+    (``presorted``: ``filenames`` already went through sort_filenames)."""
     report = Report()
-    ordered = sort_filenames(filenames) if filenames is not None else []
-    if filenames is not None:
-        for filename in ordered:
+    if filenames is None:
+        ordered = []
+    else:
+        ordered = list(filenames) if presorted else sort_filenames(filenames)
+    warnings: dict[str, str] = {}
+    if filenames is not None and ordered:
+        # one regex pass over all names finds the few that need a closer look
+        for filename in _SUSPICIOUS.findall("\n".join(ordered)):
             warning = name_warning(filename)
             if warning:
-                report.warnings.append(warning)
+                warnings[filename] = warning
+        report.warnings = list(warnings.values())
     if applied is not None:
         report.table_exists = applied.table_exists
     if filenames is None or applied is None:
         # Show what could be read; without both sides no status is known.
         if filenames is not None:
-            report.items = [Item(migration_name(f), UNKNOWN, file=f) for f in ordered]
+            report.items = [Item(migration_name(f), UNKNOWN, f) for f in ordered]
         elif applied is not None:
-            report.items = [Item(r.name, UNKNOWN, run_on=r.run_on, row_id=r.id) for r in applied.rows]
+            report.items = [Item(r.name, UNKNOWN, None, r.run_on, r.id) for r in applied.rows]
         return report
 
-    rows_by_name: dict[str, AppliedRow] = {}
-    for row in applied.rows:
-        rows_by_name.setdefault(row.name, row)
-    file_names = [migration_name(f) for f in ordered]
+    rows = applied.rows
+    rows_by_name = {row.name: row for row in reversed(rows)}  # the first row of a name wins
+    file_names = list(map(migration_name, ordered))
     last_applied_index = -1
-    for index, name in enumerate(file_names):
-        if name in rows_by_name:
+    for index in range(len(file_names) - 1, -1, -1):
+        if file_names[index] in rows_by_name:
             last_applied_index = index
-    items: list[Item] = []
+            break
+    get = rows_by_name.get
+    items = [
+        Item(name, APPLIED, filename, row.run_on, row.id) if (row := get(name)) is not None
+        else Item(name, OUT_OF_ORDER if index < last_applied_index else PENDING, filename)
+        for index, (name, filename) in enumerate(zip(file_names, ordered))
+    ]
     file_name_set = set(file_names)
-    for index, (filename, name) in enumerate(zip(ordered, file_names)):
-        row = rows_by_name.get(name)
-        if row is not None:
-            items.append(Item(name, APPLIED, file=filename, run_on=row.run_on, row_id=row.id))
-        else:
-            status = OUT_OF_ORDER if index < last_applied_index else PENDING
-            items.append(Item(name, status, file=filename))
-    missing = [Item(r.name, MISSING, run_on=r.run_on, row_id=r.id) for r in applied.rows if r.name not in file_name_set]
+    missing = [Item(r.name, MISSING, None, r.run_on, r.id) for r in rows if r.name not in file_name_set]
     if missing:
         items = _insert_missing(items, missing)
-    for item in items:
-        if item.file:
-            item.warning = name_warning(item.file)
+    if warnings:
+        for item in items:
+            if item.file in warnings:
+                item.warning = warnings[item.file]
     report.items = items
-    pair = check_order([r.name for r in applied.rows], file_names)
+    pair = check_order([r.name for r in rows], file_names)
     if pair:
         report.refusal_pair = pair
         report.refusal = refusal_message(pair)
@@ -530,14 +575,16 @@ def _insert_missing(items: list[Item], missing: list[Item]) -> list[Item]:
     return out
 
 
+_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="migrations-read")
+
+
 def build_report(source, conninfo: str | None, table: str, schema: str, timeout: float = 5) -> Report:
-    """Read both sides (the files and the applied rows), telling their errors apart."""
+    """Read both sides (the files and the applied rows), telling their errors
+    apart.  The files are listed in a worker thread while the database
+    answers."""
     filenames = applied = None
     source_error = database_error = None
-    try:
-        filenames = source.list()
-    except OpsError as exc:
-        source_error = str(exc)
+    listing = _POOL.submit(source.list)
     if conninfo is None:
         database_error = "the managed database connection is not configured (HCAPADMIN_MANAGED_DATABASE_URL)"
     else:
@@ -545,10 +592,36 @@ def build_report(source, conninfo: str | None, table: str, schema: str, timeout:
             applied = read_applied(conninfo, table, schema, timeout=timeout)
         except OpsError as exc:
             database_error = str(exc)
+    try:
+        filenames = listing.result()
+    except OpsError as exc:
+        source_error = str(exc)
+    report = _merge_memo(filenames, applied)
+    return replace(report, source_error=source_error, database_error=database_error, source=source.describe())
+
+
+_MEMO: dict = {}
+_MEMO_LOCK = threading.Lock()
+_MEMO_SIZE = 4
+
+
+def _merge_memo(filenames, applied) -> Report:
+    """merge() is a pure function of the listing and the applied rows;
+    the page is mostly re-read with nothing changed, so the last few results
+    are kept, keyed on the exact inputs (compared in full, not by a digest).
+    Callers get a copy of the Report (items are shared and never mutated)."""
+    key = (None if filenames is None else tuple(filenames),
+           None if applied is None else (applied.table_exists, tuple(applied.rows)))
+    with _MEMO_LOCK:
+        hit = _MEMO.get(key)
+    if hit is not None:
+        return hit
     report = merge(filenames, applied)
-    report.source_error = source_error
-    report.database_error = database_error
-    report.source = source.describe()
+    report._index()  # kept with the memo: the page needs the counts every time
+    with _MEMO_LOCK:
+        if len(_MEMO) >= _MEMO_SIZE:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = report
     return report
 
 
