@@ -57,11 +57,6 @@ def _refused(request, report):
 
 
 def job_url(job) -> str:
-    from django.urls import NoReverseMatch, reverse
+    from django.urls import reverse
 
-    for name in ("job_detail", "job"):
-        try:
-            return reverse(name, args=[job.pk])
-        except NoReverseMatch:
-            continue
-    return f"/jobs/{job.pk}/"
+    return reverse("job_detail", args=[job.pk])

@@ -1,0 +1,82 @@
+"""The "Apply pending migrations" job: back up, then the real `node-pg-migrate up`."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from hcapadmin.jobs.registry import job_kind
+from migrations_ui import services
+from ops import migrations as ops
+from ops.errors import Invalid, OpsError
+
+KIND = "migrations.apply"
+
+
+class MigrationFailed(OpsError):
+    """node-pg-migrate exited non-zero."""
+
+
+def check_ready(report: ops.Report, expected: list[str] | None = None) -> list[str]:
+    """Names `up` will apply, or Invalid with the reason it must not run."""
+    if report.source_error:
+        raise Invalid(f"The migration files cannot be read: {report.source_error}")
+    if report.database_error:
+        raise Invalid(f"The database cannot be read: {report.database_error}")
+    if report.will_refuse:
+        raise Invalid(f"`up` would refuse: {report.refusal}. Fix the order in the code first.")
+    names = [i.name for i in report.to_apply]
+    if not names:
+        raise Invalid("Nothing to apply: every migration file is already applied.")
+    if expected is not None and list(expected) != names:
+        raise Invalid("The pending migrations changed since the page was shown "
+                      f"(now: {', '.join(names[:10])}{' …' if len(names) > 10 else ''}). Review them again.")
+    return names
+
+
+@job_kind(KIND, title="Apply pending migrations", mutating=True, timeout=1800, cancellable=False,
+          advice="(see the migrations page: a migration may have been partly applied outside a transaction; the "
+                 "backup taken at the start of the job can be restored)")
+def apply(ctx, params) -> dict:
+    expected = params.get("expected")
+    source = services.source()
+    with ctx.step("Check what `up` will do"):
+        report = services.report(source)
+        names = check_ready(report, expected)
+        ctx.log(f"{len(names)} migration(s) to apply: " + ", ".join(names))
+    ctx.progress(0.05)
+    from hcapadmin.backups.jobs import take_backup
+
+    backup = take_backup(ctx)  # its own step, "Back up database"; a failed backup fails the job here
+    ctx.log(f"Backup taken: {_backup_name(backup) or '(name not reported)'}")
+    ctx.progress(0.5)
+    with ctx.step("Run node-pg-migrate up"):
+        if settings.PLATFORM == "openshift":
+            ctx.log("$ " + " ".join(ops.pod_up_argv(services.pod_project_dir())) + f"   (in pod {source.pod()})")
+            code, output = ops.run_pod_up(source, services.pod_project_dir(), on_line=ctx.log, timeout=1500)
+        else:
+            argv = ops.local_up_argv(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR, settings.MIGRATIONS_TABLE,
+                                     settings.MIGRATIONS_SCHEMA)
+            ctx.log("$ " + " ".join(argv) + "   (DATABASE_URL from the environment)")
+            code, output = ops.run_local_up(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR,
+                                            services.managed_database_url(), settings.MIGRATIONS_TABLE,
+                                            settings.MIGRATIONS_SCHEMA, on_line=ctx.log, timeout=1500)
+    ctx.progress(0.9)
+    with ctx.step("Refresh the migrations list"):
+        after = services.report(source)
+        applied_now = [n for n in names if (ops.find_item(after, n) or ops.Item(n, ops.UNKNOWN)).status == ops.APPLIED]
+        ctx.log(f"Now: {after.summary}")
+    if code != 0:
+        raise MigrationFailed(f"node-pg-migrate up failed (exit {code}): {ops.error_excerpt(output)}. "
+                              f"Applied by this run: {len(applied_now)} of {len(names)}. "
+                              "The backup taken before it can be restored if needed.")
+    return {"applied": applied_now, "backup": _backup_name(backup), "summary": after.summary}
+
+
+def _backup_name(backup):
+    if backup is None:
+        return None
+    if isinstance(backup, (str, int, float)):
+        return backup
+    if isinstance(backup, dict):
+        return backup.get("backup") or backup.get("name") or str(backup)[:200]
+    return str(getattr(backup, "name", backup))[:200]
