@@ -68,10 +68,19 @@ class AuditEvent(models.Model):
         return chain_hash(self.prev_hash, self.canonical())
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def utc_iso(created_at) -> str:
+    """2026-11-25T08:30:00.123456+00:00 (what the hash covers)."""
+    return created_at.astimezone(dt_timezone.utc).isoformat(timespec="microseconds")
+
+
 def canonical(created_at, actor, actor_groups, source_ip, user_agent, action, target, outcome, details) -> str:
-    """The canonical JSON of one event's content (what its hash covers)."""
+    """The canonical JSON of one event's content (what its hash covers).
+    ``created_at`` is a datetime, or already the ``utc_iso()`` text."""
     body = {
-        "created_at": created_at.astimezone(dt_timezone.utc).isoformat(timespec="microseconds"),
+        "created_at": created_at if isinstance(created_at, str) else utc_iso(created_at),
         "actor": actor,
         "actor_groups": list(actor_groups or []),
         "source_ip": source_ip or None,
@@ -81,7 +90,7 @@ def canonical(created_at, actor, actor_groups, source_ip, user_agent, action, ta
         "outcome": outcome,
         "details": details or {},
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(body)
 
 
 def chain_hash(prev_hash: str, canonical_text: str) -> str:
