@@ -82,3 +82,24 @@ def test_two_workers_never_run_two_mutating_jobs_on_one_target_at_once(jobs_work
     # both workers took jobs, and one of them had to wait for the lock
     assert len({j.worker_name for j in done}) == 2
     assert any("Waiting: job #" in j.log for j in done)
+
+
+def test_cancel_a_running_job_stops_it_and_audits_who(jobs_worker_process):
+    from hcapadmin.jobs.services import cancel
+
+    worker = jobs_worker_process(imports=["tests.test_jobs_kinds"])
+    job, _ = submit("test.sleep", {"seconds": 60, "tag": "stop"}, request=admin_request(), target="hcap")
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == "running", 40, "the job to start")
+    assert cancel(job, request=admin_request("bob")) == "requested"
+    try:
+        wait_for(lambda: Job.objects.get(pk=job.pk).status == "cancelled", 15, "the job to stop")
+    except AssertionError:
+        raise AssertionError(worker_log(worker)[-3000:]) from None
+    job.refresh_from_db()
+    assert job.steps[-1]["outcome"] == "cancelled" and "Cancelled on request." in job.log
+    assert AuditEvent.objects.get(action="job.cancel_requested", details__job=job.pk).actor == "bob"
+    assert AuditEvent.objects.get(action="job.cancelled", details__job=job.pk).actor == "bob"
+    # the target lock was released: the next mutating job runs at once
+    nxt, _ = submit("test.sleep", {"seconds": 0, "tag": "next"}, request=admin_request(), target="hcap")
+    wait_for(lambda: Job.objects.get(pk=nxt.pk).status == "succeeded", 20, "the next job")
+    assert "Waiting" not in Job.objects.get(pk=nxt.pk).log
