@@ -161,32 +161,31 @@ class LogFilter:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     # MongoDB filter document.  Values only; keys are fixed or validated.
+    # One flat document (implicit AND), never "$and": FerretDB 1.24 pushes
+    # top-level equality conditions (level, label, hostname) down to
+    # PostgreSQL only in that form.
     def to_query(self, *, with_time: bool = True) -> dict:
-        clauses: list[dict] = []
+        query: dict = {}
         if with_time and (self.since or self.until):
             bound = {}
             if self.since:
                 bound["$gte"] = self.since
             if self.until:
                 bound["$lt"] = self.until
-            clauses.append({"timestamp": bound})
+            query["timestamp"] = bound
         if len(self.levels) == 1:
-            clauses.append({"level": self.levels[0]})
+            query["level"] = self.levels[0]
         elif self.levels:
-            clauses.append({"level": {"$in": list(self.levels)}})
+            query["level"] = {"$in": list(self.levels)}
         if self.label:
-            clauses.append({"label": self.label})
+            query["label"] = self.label
         if self.host:
-            clauses.append({"hostname": self.host})
+            query["hostname"] = self.host
         if self.text:
-            clauses.append({"message": {"$regex": re.escape(self.text), "$options": "i"}})
+            query["message"] = {"$regex": re.escape(self.text), "$options": "i"}
         for key, value in self.meta:
-            clauses.append({"meta." + key: {"$in": meta_candidates(value)}})
-        if not clauses:
-            return {}
-        if len(clauses) == 1:
-            return clauses[0]
-        return {"$and": clauses}
+            query["meta." + key] = {"$in": meta_candidates(value)}
+        return query
 
     def params(self, *, with_time: bool = True) -> list[tuple[str, str]]:
         """The filter as query-string pairs (for shareable URLs)."""
@@ -448,12 +447,15 @@ def _keyset(position: Position, older: bool) -> dict:
 
 
 def _combine(*queries: dict) -> dict:
+    """AND of filter documents: merged flat when their keys are distinct
+    (keeps FerretDB's pushdown), else ``$and``."""
     parts = [q for q in queries if q]
-    if not parts:
-        return {}
-    if len(parts) == 1:
-        return parts[0]
-    return {"$and": parts}
+    merged: dict = {}
+    for part in parts:
+        if set(part) & set(merged):
+            return {"$and": parts}
+        merged.update(part)
+    return merged
 
 
 def fetch_page(collection, flt: LogFilter, *, before: Position | None = None, after: Position | None = None,
