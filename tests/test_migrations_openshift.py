@@ -19,12 +19,21 @@ POD_DIR = "/opt/app-root/src/server/migrations"
 NS = "hcap-test"
 
 
+BACKUP_POD = ("hcap-backup-2-qwert", "2026-01-01T00:00:00Z", "Running")
+
+
 def _pod_list(req, pods):
     selector = (req.query.get("labelSelector") or [""])[0]
+    if selector == "deploymentconfig=hcap-backup":
+        chosen, dc = [BACKUP_POD], "hcap-backup"
+    elif selector == "deploymentconfig=hcap-server":
+        chosen, dc = pods, "hcap-server"
+    else:
+        chosen, dc = [], ""
     items = [{"metadata": {"name": name, "namespace": NS, "creationTimestamp": created,
-                           "labels": {"deploymentconfig": "hcap-server"}},
+                           "labels": {"deploymentconfig": dc}},
               "status": {"phase": phase}}
-             for name, created, phase in pods if selector == "deploymentconfig=hcap-server"]
+             for name, created, phase in chosen]
     return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
 
 
@@ -37,6 +46,11 @@ def install_pod(standin, local_dir: Path, pods=(("hcap-server-7-abcde", "2026-01
     def exec_handler(req, ws):
         argv = req.query["command"]
         seen.append((req.match["pod"], list(argv)))
+        if argv == ["./backup.sh", "-1"]:
+            assert req.match["pod"] == BACKUP_POD[0]
+            ws.send_channel(1, "Backing up 'hcap-patroni:5432/hcap' ...\nDatabase backup complete.\n")
+            ws.send_channel(3, '{"metadata":{},"status":"Success"}')
+            return
         if argv[:1] == ["npm"]:
             # the server image's `npm run migrate up`: node-pg-migrate against its database
             assert argv == ["npm", "--prefix", str(Path(POD_DIR).parent), "run", "migrate", "up"]
@@ -65,7 +79,6 @@ def install_pod(standin, local_dir: Path, pods=(("hcap-server-7-abcde", "2026-01
 def pod_folder(tmp_path):
     folder = tmp_path / "pod-migrations"
     shutil.copytree(FIXTURE, folder)
-    (folder / "1590000000000_applicants.js").rename(folder / "1590000000000_applicants.js")
     return folder
 
 
@@ -138,3 +151,41 @@ def test_pod_up_streams_the_tool_output(standin, pod_folder, fresh_db):  # noqa:
     assert code == 0, out
     assert "Migrations complete!" in lines
     assert [r.name for r in ops.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
+
+
+@pytest.mark.django_db
+def test_openshift_page_and_apply_job(standin, pod_folder, fresh_db, settings, client_as, run_jobs):  # noqa: F811
+    """PLATFORM=openshift end to end: the page lists the pod's files; the job
+    backs up with backup.sh in the backup pod, then runs `npm run migrate up`
+    by exec in the server pod; its output lands in the job log."""
+    from hcapadmin.jobs.models import Job
+
+    _, url, conninfo = fresh_db
+    (pod_folder / "1630000000000_broken-backfill.js").unlink()
+    assert run_tool(pod_folder, url, "up", "1")[0] == 0
+    seen = install_pod(standin, pod_folder, db_url=url)
+    settings.PLATFORM = "openshift"
+    settings.OPENSHIFT_API_URL = standin.url
+    settings.OPENSHIFT_NAMESPACE = NS
+    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
+    settings.OPENSHIFT_TOKEN = "sa-token"
+    settings.MANAGED_DATABASE_URL = url
+    client = client_as("admin")
+    html = client.get("/migrations/").content.decode()
+    assert "4 pending; the next deploy will apply them." in html
+    assert f"pod hcap-server-7-abcde:{POD_DIR}" in html
+    detail = client.get("/migrations/1600000000000_employer-expressions/").content.decode()
+    assert "employer_expressions" in detail and "<code>down</code> at line 8" in detail
+    response = client.post("/migrations/apply/", {"confirm": "apply", "expected": SAMPLE_ORDER[1:5]})
+    assert response.status_code == 302
+    run_jobs()
+    job = Job.objects.get(kind="migrations.apply")
+    assert job.status == "succeeded", (job.error, job.log)
+    assert "Database backup complete." in job.log
+    assert "npm --prefix /opt/app-root/src/server run migrate up" in job.log
+    assert "Migrations complete!" in job.log
+    argvs = [argv for _pod, argv in seen]
+    assert argvs.index(["./backup.sh", "-1"]) < argvs.index(["npm", "--prefix", "/opt/app-root/src/server", "run",
+                                                             "migrate", "up"])
+    assert [r.name for r in ops.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
+    assert all(req.bearer == "sa-token" for req in standin.requests)
