@@ -73,7 +73,7 @@ def test_api_post_backup_returns_202_with_job_and_dedupes(client_as, backup_dir,
     detail = client.get(f"/api/v1/jobs/{job.pk}").json()
     assert detail["status"] == "succeeded", detail
     assert detail["steps"][0]["name"] == "Back up database" and detail["result"]["backup"].endswith(".sql.gz")
-    assert (backup_dir / backups.folder_kind(job.created_at.date())).exists() or list(backup_dir.rglob("*.sql.gz"))
+    assert [p.name for p in backup_dir.rglob("*.sql.gz")] == [detail["result"]["backup"]]
 
 
 def test_api_post_when_redis_is_down_is_503_and_writes_nothing(client_as, settings):

@@ -106,3 +106,30 @@ def test_cancel_queued_job_is_audited_with_the_canceller(run_jobs):
     ro, _ = submit("test.readonly", {}, request=admin_request(), target="hcap")
     with pytest.raises(Invalid):
         cancel(ro, request=admin_request("bob"))
+
+
+@pytest.mark.django_db
+def test_mutating_job_waits_for_the_target_lock_and_fails_clearly_past_its_timeout(run_jobs):
+    from hcapadmin.jobs import locks
+    from hcapadmin.jobs.queue import redis_connection
+
+    conn = redis_connection()
+    assert locks.try_acquire(conn, "locked-db", 999999)  # another job holds the database
+    assert conn.ttl(locks.lock_key("locked-db")) > 0  # and it would expire by itself
+    try:
+        job, _ = submit("test.mutating_quick", {}, request=admin_request(), target="locked-db")
+        free, _ = submit("test.mutating_quick", {}, request=admin_request(), target="free-db")
+        run_jobs()
+        job.refresh_from_db()
+        free.refresh_from_db()
+        assert free.status == "succeeded"  # other targets are not blocked
+        assert job.status == "failed" and job.started_at is None
+        assert "waited longer than the job's limit of 2 seconds" in job.error
+        assert "Waiting: job #999999 is changing locked-db" in job.log
+        assert locks.holder(conn, "locked-db") == 999999  # the waiter never touched the other job's lock
+    finally:
+        locks.release(conn, "locked-db", 999999)
+    job2, _ = submit("test.mutating_quick", {}, request=admin_request(), target="locked-db")
+    run_jobs()
+    job2.refresh_from_db()
+    assert job2.status == "succeeded" and locks.holder(conn, "locked-db") is None

@@ -46,3 +46,10 @@ def timeout_job(ctx, params):
     with ctx.step("Too slow"):
         time.sleep(5)
     return {}
+
+
+@job_kind("test.mutating_quick", title="Test quick change", mutating=True, timeout=2, cancellable=True)
+def quick_mutating_job(ctx, params):
+    with ctx.step("Change"):
+        ctx.log("changed")
+    return {"changed": True}

@@ -259,7 +259,16 @@ def _execute(job_pk: int) -> str:
     holds_lock = False
     try:
         if kind.mutating:
-            holds_lock = _wait_for_lock(ctx, job, redis_conn, heartbeat)
+            try:
+                holds_lock = _wait_for_lock(ctx, job, redis_conn, heartbeat)
+            except JobTimeoutException:
+                message = (f"Stopped: waited longer than the job's limit of {kind.timeout} seconds for another "
+                           f"change on {job.target} to finish.")
+                ctx.log("FAILED: " + message)
+                ctx.flush()
+                _transition(job, (QUEUED,), FAILED, "job.failed", outcome="failure", finished_at=_now(),
+                            error=message, details={"reason": "timeout waiting for lock"})
+                return job.status
             if not holds_lock:
                 ctx.flush()
                 _finish_cancelled(job)
@@ -295,6 +304,12 @@ def _execute(job_pk: int) -> str:
     finally:
         if heartbeat is not None:
             heartbeat.stop()
+            if heartbeat.lock_lost:
+                logger.error("job %s: the lock on %s expired while the job ran (worker paused longer than the "
+                             "lock TTL?); another mutating job may have started", job.pk, job.target)
+                Job.objects.filter(pk=job.pk).update(log=Concat(F("log"), Value(
+                    "WARNING: the lock on this database expired while the job ran; check the job list for "
+                    "overlapping changes.\n")))
         if holds_lock:
             try:
                 locks.release(redis_conn, job.target, job.pk)

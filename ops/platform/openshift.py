@@ -193,14 +193,15 @@ class OpenShiftDriver(PlatformDriver):
 
     def _run_script(self, argv: list[str], *, log, check, timeout: float) -> tuple[str, ExecResult]:
         pod = self.backup_pod()
-        lines = _LineLog(log)
+        out_lines, err_lines = _LineLog(log), _LineLog(log)
         if log:
             log(f"Running {' '.join(argv)} in pod {pod}")
         try:
             result = self.exec(pod, argv, container=self.backup_container, timeout=timeout,
-                               on_stdout=lines.feed, on_stderr=lines.feed, check=check)
+                               on_stdout=out_lines.feed, on_stderr=err_lines.feed, check=check)
         finally:
-            lines.close()
+            out_lines.close()
+            err_lines.close()
         return pod, result
 
     def take_backup(self, *, log=None, check=None, now=None, timeout: float = 3 * 3600):
