@@ -208,3 +208,30 @@ def test_verify_job_records_result_on_the_backup(tmp_path, pg, run_jobs, setting
     assert BackupVerification.objects.get(backup_name=entry.name).ok is True
     failed = BackupVerification.objects.get(backup_name=bad.name)
     assert failed.ok is False and "truncated" in failed.message and failed.job_id == bad_job.pk
+
+
+def test_cancelled_backup_kills_the_dump_and_leaves_no_file(tmp_path, pg):
+    import time as _time
+
+    pg.psql("DROP DATABASE IF EXISTS cancel_src")
+    pg.psql("CREATE DATABASE cancel_src")
+    env = {"PGPASSWORD": pg.password, "PATH": "/usr/bin:/bin"}
+    subprocess.run(["pgbench", "-i", "-s", "10", "-I", "dtG", "-q", "-h", "127.0.0.1", "-p", str(pg.port), "-U",
+                    "postgres", "cancel_src"], check=True, env=env, capture_output=True)
+
+    class Stop(Exception):
+        pass
+
+    started = _time.monotonic()
+
+    def check():
+        if _time.monotonic() - started > 0.5:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        driver(tmp_path, pg, "cancel_src").take_backup(check=check)
+    assert _time.monotonic() - started < 5
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    _time.sleep(0.5)
+    assert not pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name IN ('pg_dump', 'pg_dumpall')").strip()
+    pg.psql("DROP DATABASE cancel_src")

@@ -87,3 +87,19 @@ def test_abandoned_job_page_shows_last_step_and_advice(client_as, settings):
     assert job.status == "abandoned"
     assert "Last step: <strong>Back up database</strong>" in html
     assert ".sql.gz.in_progress file may be left" in html and "submit the job again" in html
+
+
+def test_times_are_shown_in_the_portal_time_zone_and_backup_times_in_utc(client_as, settings, tmp_path):
+    from datetime import datetime, timezone
+
+    from tests.test_backups_pages import put
+
+    settings.TIME_ZONE = "America/Vancouver"
+    [job] = make(1, steps=[{"name": "Step", "started_at": "2026-11-25T08:00:00+00:00",
+                            "finished_at": "2026-11-25T08:00:05+00:00", "outcome": "succeeded"}])
+    html = client_as("viewer").get(f"/jobs/{job.pk}/").content.decode()
+    assert "00:00:00–00:00:05" in html  # 08:00 UTC is 00:00 in Vancouver (PST)
+    settings.BACKUP_DIR = str(tmp_path)
+    name = put(tmp_path, datetime(2026, 11, 24, 6, 52, 43, tzinfo=timezone.utc), 100)
+    html = client_as("viewer").get("/backups/").content.decode()
+    assert name in html and "2026-11-24 06:52:43" in html

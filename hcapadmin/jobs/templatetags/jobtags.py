@@ -37,3 +37,21 @@ def status_class(status):
 def age(item_or_seconds):
     seconds = getattr(item_or_seconds, "age_seconds", item_or_seconds)
     return duration(seconds)
+
+
+@register.filter
+def isotime(value, fmt="%H:%M:%S"):
+    """An ISO timestamp string (as stored in job steps) in the portal's time zone."""
+    from datetime import datetime, timezone as dt_timezone
+
+    from django.utils import timezone
+
+    if not value:
+        return ""
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return ""
+    if timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=dt_timezone.utc)
+    return timezone.localtime(parsed).strftime(fmt)
