@@ -100,10 +100,13 @@ def verify_chain(after_id: int = 0, prev_hash: str = GENESIS_HASH, *, chunk: int
 
 def save_full_result(result: VerifyResult) -> None:
     now = timezone.now()
-    AuditCheckpoint.objects.update_or_create(pk=1, defaults={
-        "last_id": result.last_id, "last_hash": result.last_hash, "events": result.count, "ok": result.ok,
-        "bad_id": result.bad_id, "reason": result.reason[:300], "checked_at": now, "full_checked_at": now,
-    })
+    with transaction.atomic():
+        with connection.cursor() as cur:  # not while a page view is moving the checkpoint
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [BADGE_LOCK_KEY])
+        AuditCheckpoint.objects.update_or_create(pk=1, defaults={
+            "last_id": result.last_id, "last_hash": result.last_hash, "events": result.count, "ok": result.ok,
+            "bad_id": result.bad_id, "reason": result.reason[:300], "checked_at": now, "full_checked_at": now,
+        })
 
 
 def badge_status(budget: int = 20000) -> dict:
