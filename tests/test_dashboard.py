@@ -65,3 +65,37 @@ def test_dashboard_without_backups_and_with_patroni_rest_api(client_as, tmp_path
         server.shutdown()
     html = client_as("auditor").get("/").content.decode()  # the API is gone now
     assert "The cluster state cannot be read" in html and "unreachable" in html
+
+
+def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client_as, standin, settings):
+    from tests.test_platform_openshift import EXEC, LISTING, NS, PODS, exit_status, pod, pod_list
+
+    settings.PLATFORM = "openshift"
+    settings.OPENSHIFT_API_URL = standin.url
+    settings.OPENSHIFT_NAMESPACE = NS
+    settings.OPENSHIFT_TOKEN = "sa-token"
+    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
+
+    def pods(req):
+        selector = req.query.get("labelSelector", [""])[0]
+        if selector == "deploymentconfig=hcap-backup":
+            return 200, pod_list(pod("hcap-backup-3-x7k2p"))
+        return 200, pod_list(
+            pod("hcap-patroni-0", annotations={"status": json.dumps({"role": "master", "state": "running"})}),
+            pod("hcap-patroni-1", annotations={"status": json.dumps({"role": "replica", "state": "running"})}))
+
+    def listing(req, ws):
+        ws.send_channel(1, LISTING)
+        ws.send_channel(3, exit_status(0))
+
+    standin.route("GET", PODS, pods)
+    standin.websocket(EXEC, listing)
+    standin.route("GET", rf"/api/v1/namespaces/{NS}/configmaps/hcap-patroni-leader",
+                  lambda req: (200, {"kind": "ConfigMap", "apiVersion": "v1",
+                                     "metadata": {"name": "hcap-patroni-leader",
+                                                  "annotations": {"leader": "hcap-patroni-0"}}}))
+    html = client_as("viewer").get("/").content.decode()
+    assert "hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz" in html
+    assert 'data-testid="cluster-leader">hcap-patroni-0<' in html and "hcap-patroni-1" in html
+    assert "1 backup being written now." in html
+    assert all("sa-token" not in r.path for r in standin.requests)
