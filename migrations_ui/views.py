@@ -85,7 +85,7 @@ def migration_detail(request, name: str):
             marks = ops.up_down_lines(source_text)
             html, css = ops.highlight(item.file, source_text, marked_lines=[marks["up"], marks["down"]])
             context.update({"source_html": html, "source_css": css, "marks": marks,
-                            "lines": source_text.count("\n") + 1})
+                            "lines": len(source_text.splitlines())})
     return render(request, "migrations_ui/detail.html", context)
 
 
