@@ -133,3 +133,17 @@ def test_mutating_job_waits_for_the_target_lock_and_fails_clearly_past_its_timeo
     run_jobs()
     job2.refresh_from_db()
     assert job2.status == "succeeded" and locks.holder(conn, "locked-db") is None
+
+
+@pytest.mark.django_db
+def test_enqueue_failing_after_commit_marks_the_job_failed_not_stuck_queued(settings):
+    from devtools.services import free_port
+    from hcapadmin.jobs.services import QUEUE_DOWN_MESSAGE, enqueue
+
+    job, _ = submit("test.readonly", {"x": 1}, request=admin_request(), target="hcap")
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # Redis gone between the ping and the commit
+    enqueue(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error == QUEUE_DOWN_MESSAGE
+    event = AuditEvent.objects.get(action="job.failed", details__job=job.pk)
+    assert event.outcome == "error" and event.details["reason"] == "queue unavailable"

@@ -20,4 +20,10 @@ def redis_connection() -> redis.Redis:
 
 
 def get_queue(connection: redis.Redis | None = None) -> Queue:
-    return Queue(getattr(settings, "JOB_QUEUE", QUEUE_NAME), connection=connection or redis_connection())
+    """django-rq's queue named JOB_QUEUE (configured in RQ_QUEUES), on our connection.
+    commit_mode "auto": hcapadmin.jobs.services already enqueues on commit, and
+    must see a Redis failure right there to mark the job failed."""
+    import django_rq
+
+    return django_rq.get_queue(getattr(settings, "JOB_QUEUE", QUEUE_NAME), connection=connection or redis_connection(),
+                               commit_mode="auto")
