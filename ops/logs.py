@@ -440,10 +440,50 @@ class Page:
     at_newest: bool              # True when nothing newer than the first item matched at query time
 
 
-def _keyset(position: Position, older: bool) -> dict:
-    op = "$lt" if older else "$gt"
-    return {"$or": [{"timestamp": {op: position.timestamp}},
-                    {"timestamp": position.timestamp, "_id": {op: position.id}}]}
+def _keyset(base: dict, position: Position, older: bool) -> dict:
+    """``base`` narrowed to the documents at or beyond ``position``'s
+    timestamp, as one flat range on ``timestamp`` (cheap on FerretDB, an
+    index range on MongoDB).  The few documents sharing that exact
+    millisecond are told apart by ``_id`` afterwards (``_beyond``)."""
+    query = dict(base)
+    bound = dict(query.get("timestamp") or {})
+    t = position.timestamp
+    if older:
+        bound["$lte"] = min(bound["$lte"], t) if "$lte" in bound else t
+    else:
+        bound["$gte"] = max(bound["$gte"], t) if "$gte" in bound else t
+    query["timestamp"] = bound
+    return query
+
+
+def _id_key(value):
+    # ObjectIds compare with ObjectIds; anything else by its string form.
+    return (0, value.binary) if isinstance(value, ObjectId) else (1, str(value))
+
+
+def _beyond(doc: dict, position: Position, older: bool) -> bool:
+    ts = doc.get("timestamp")
+    if isinstance(ts, datetime) and ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    if ts != position.timestamp:
+        return True  # the query already holds it strictly beyond
+    a, b = _id_key(doc.get("_id")), _id_key(position.id)
+    return a < b if older else a > b
+
+
+def _find_beyond(collection, base: dict, position: Position, *, older: bool, want: int, max_time_ms: int) -> list[dict]:
+    """Up to ``want`` documents strictly beyond ``position`` in the page
+    order: (timestamp, _id) descending when ``older``, else ascending."""
+    query = _keyset(base, position, older)
+    sort = SORT_DESC if older else SORT_ASC
+    extra = 64  # room for documents sharing the cursor's millisecond
+    while True:
+        fetch = want + extra
+        raw = list(collection.find(query, sort=sort, limit=fetch, max_time_ms=max_time_ms))
+        docs = [d for d in raw if _beyond(d, position, older)]
+        if len(docs) >= want or len(raw) < fetch or extra >= 1_000_000:
+            return docs[:want]
+        extra *= 16
 
 
 def _combine(*queries: dict) -> dict:
@@ -469,8 +509,7 @@ def fetch_page(collection, flt: LogFilter, *, before: Position | None = None, af
     base = flt.to_query()
     with _db_errors(max_time_ms):
         if after is not None:
-            query = _combine(base, _keyset(after, older=False))
-            docs = list(collection.find(query, sort=SORT_ASC, limit=limit + 1, max_time_ms=max_time_ms))
+            docs = _find_beyond(collection, base, after, older=False, want=limit + 1, max_time_ms=max_time_ms)
             more_newer = len(docs) > limit
             docs = list(reversed(docs[:limit]))
             return Page(
@@ -479,8 +518,10 @@ def fetch_page(collection, flt: LogFilter, *, before: Position | None = None, af
                 newer=position_of(docs[0]) if docs and more_newer else None,
                 at_newest=not more_newer,
             )
-        query = _combine(base, _keyset(before, older=True)) if before is not None else base
-        docs = list(collection.find(query, sort=SORT_DESC, limit=limit + 1, max_time_ms=max_time_ms))
+        if before is not None:
+            docs = _find_beyond(collection, base, before, older=True, want=limit + 1, max_time_ms=max_time_ms)
+        else:
+            docs = list(collection.find(base, sort=SORT_DESC, limit=limit + 1, max_time_ms=max_time_ms))
     more_older = len(docs) > limit
     docs = docs[:limit]
     return Page(
@@ -500,8 +541,7 @@ def fetch_newer(collection, flt: LogFilter, after: Position | None, *, limit: in
     with _db_errors(max_time_ms):
         if after is None:
             return list(collection.find(base, sort=SORT_DESC, limit=limit, max_time_ms=max_time_ms))
-        query = _combine(base, _keyset(after, older=False))
-        docs = list(collection.find(query, sort=SORT_ASC, limit=limit, max_time_ms=max_time_ms))
+        docs = _find_beyond(collection, base, after, older=False, want=limit, max_time_ms=max_time_ms)
     return list(reversed(docs))
 
 

@@ -261,6 +261,26 @@ def test_newer_links_walk_back_to_the_same_pages(coll):
     assert ids(logs.fetch_newer(coll, flt, logs.position_of(first.items[0]))) == [str(fresh["_id"])]
 
 
+def test_pages_through_hundreds_of_documents_in_the_same_millisecond(coll):
+    same = NOW - timedelta(minutes=1)
+    docs = [_doc(same, "info", f"tie{i}") for i in range(300)]
+    docs += [_doc(same + timedelta(milliseconds=1), "warn", "after"), _doc(same - timedelta(milliseconds=1), "warn", "before")]
+    coll.insert_many(docs)
+    flt = logs.parse_filter({"range": "1h"}, now=NOW)
+    seen, before, pages = [], None, []
+    while True:
+        page = logs.fetch_page(coll, flt, before=before, limit=40)
+        seen += page.items
+        pages.append(page)
+        if page.older is None:
+            break
+        before = page.older
+    assert [d["_id"] for d in seen] == [d["_id"] for d in sorted(docs, key=lambda d: (d["timestamp"], d["_id"]), reverse=True)]
+    # And back up with "newer" from the last page, through the ties.
+    back = logs.fetch_page(coll, flt, after=pages[-1].newer, limit=40)
+    assert ids(back.items) == ids(pages[-2].items)
+
+
 # --- time zones ----------------------------------------------------------------------------
 def test_dst_spring_forward_gap_is_refused_and_fall_back_takes_first_occurrence(coll):
     van = "America/Vancouver"
