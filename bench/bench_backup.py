@@ -65,7 +65,6 @@ def _portal(stack, pg, db: str, workdir: Path) -> tuple[float, float]:
     from django.test import RequestFactory
 
     from hcapadmin.accounts.principal import Principal
-    from hcapadmin.jobs.models import Job
     from hcapadmin.jobs.services import submit
 
     request = RequestFactory().post("/")

@@ -12,7 +12,6 @@ from django.conf import settings
 from django.test import RequestFactory
 
 from hcapadmin.accounts.principal import Principal
-from hcapadmin.jobs.models import Job
 from hcapadmin.jobs.services import submit
 from ops import backups
 from ops.platform.local import LocalDriver

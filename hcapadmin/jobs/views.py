@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
@@ -123,9 +123,3 @@ def api_job(request, pk: int):
         return json_error("no such job", 404)
     return JsonResponse(job.as_api())
 
-
-def running_jobs(limit: int = 10):
-    return list(Job.objects.filter(status__in=("queued", "running")).defer("log").order_by("id")[:limit])
-
-
-__all__ = ["job_list", "job_detail", "job_live", "job_cancel", "api_job", "running_jobs", "HttpResponse"]
