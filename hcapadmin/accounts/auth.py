@@ -13,7 +13,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import logging
 import time
 from functools import lru_cache
 
@@ -33,7 +32,6 @@ from hcapadmin.accounts.openshift import (
 )
 from hcapadmin.accounts.principal import Principal, roles_for_groups
 
-log = logging.getLogger(__name__)
 
 SESSION_PRINCIPAL = "hcap_principal"
 SESSION_TOKEN = "hcap_token"
