@@ -17,7 +17,7 @@ def handle(request):
     if request.POST.get("confirm") != "apply":
         return HttpResponseBadRequest("confirm=apply is required", content_type="text/plain")
     expected = request.POST.getlist("expected")
-    if not expected or len(expected) > 10_000 or not all(ops.SAFE_NAME.match(n) for n in expected):
+    if not expected or len(expected) > 10_000 or not all(ops.valid_name(n) for n in expected):
         return HttpResponseBadRequest("expected: the names of the pending migrations shown on the page",
                                       content_type="text/plain")
     from migrations_ui.jobs import KIND, check_ready

@@ -65,7 +65,7 @@ def migration_list(request):
 @never_cache
 @permission_required("view")
 def migration_detail(request, name: str):
-    if not ops.SAFE_NAME.match(name):
+    if not ops.valid_name(name):
         return render(request, "400.html", {"reason": "not a migration name"}, status=400)
     src = services.source()
     report = services.report(src)

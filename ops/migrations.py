@@ -36,9 +36,15 @@ STATUS_LABELS = {APPLIED: "applied", PENDING: "pending", MISSING: "missing", OUT
                  UNKNOWN: "unknown"}
 KNOWN_EXTENSIONS = ("js", "cjs", "mjs", "ts", "sql")
 NAME_PATTERN = re.compile(r"^(?P<ts>\d{13}|\d{17})_(?P<title>[^/]+)\.(?P<ext>[A-Za-z0-9]+)$")
-# What a migration name in a URL or a form may look like (file names and
-# table rows both fit; path separators never do).
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@=,~-]{0,254}$")
+# What a migration name in a URL or a form may look like: anything a file
+# name or a varchar(255) row can hold, minus path separators, control
+# characters and a leading dot.  Names are only ever looked up in what was
+# read, never used to build a path.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
+def valid_name(name: str) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= 255 and not name.startswith(".") and not _CONTROL.search(name)
 
 
 class SourceMissing(NotFound):
@@ -575,7 +581,17 @@ def _insert_missing(items: list[Item], missing: list[Item]) -> list[Item]:
     return out
 
 
-_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="migrations-read")
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One small pool per process (a forked RQ work horse must not inherit
+    the parent's pool, whose threads do not exist in the child)."""
+    pid = os.getpid()
+    pool = _POOLS.get(pid)
+    if pool is None:
+        pool = _POOLS[pid] = ThreadPoolExecutor(max_workers=4, thread_name_prefix="migrations-read")
+    return pool
 
 
 def build_report(source, conninfo: str | None, table: str, schema: str, timeout: float = 5) -> Report:
@@ -584,7 +600,7 @@ def build_report(source, conninfo: str | None, table: str, schema: str, timeout:
     answers."""
     filenames = applied = None
     source_error = database_error = None
-    listing = _POOL.submit(source.list)
+    listing = _pool().submit(source.list)
     if conninfo is None:
         database_error = "the managed database connection is not configured (HCAPADMIN_MANAGED_DATABASE_URL)"
     else:
@@ -685,6 +701,7 @@ def run_local_up(binary: str, migrations_dir: str, database_url: str, table: str
     env["DATABASE_URL"] = database_url
     env["NO_COLOR"] = "1"
     lines: list[str] = []
+    secret = _url_password(database_url)
     with tempfile.TemporaryDirectory(prefix="npm-") as cwd:  # no stray .env is picked up by dotenv
         try:
             proc = subprocess.Popen(local_up_argv(binary, migrations_dir, table, schema), cwd=cwd, env=env,
@@ -697,6 +714,8 @@ def run_local_up(binary: str, migrations_dir: str, database_url: str, table: str
         try:
             for line in proc.stdout:
                 line = line.rstrip("\n")
+                if secret and secret in line:  # never let the password reach a log
+                    line = line.replace(secret, "***")
                 lines.append(line)
                 if on_line:
                     on_line(line)
@@ -704,6 +723,16 @@ def run_local_up(binary: str, migrations_dir: str, database_url: str, table: str
         finally:
             timer.cancel()
     return returncode, "\n".join(lines)
+
+
+def _url_password(url: str) -> str | None:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return unquote(password) if password and len(password) >= 4 else None
 
 
 def pod_up_argv(project_dir: str) -> list[str]:

@@ -300,3 +300,16 @@ def test_demo_migrations_as_the_sandbox_runs_them(tmp_path, fresh_db, pg):
     code, out = run_tool(folder, url, "up")
     assert code == 0, out
     assert state(folder, conninfo).counts[ops.APPLIED] == 7
+
+
+def test_run_local_up_never_logs_the_password(tmp_path, fresh_db, pg):
+    _, url, conninfo = fresh_db
+    folder = tmp_path / "leaky"
+    folder.mkdir()
+    (folder / "1700000000000_leaky.js").write_text(
+        "exports.up = () => { console.log('url is ' + process.env.DATABASE_URL); };\n")
+    lines = []
+    code, out = ops.run_local_up(NODE_PG_MIGRATE, str(folder), url, "pgmigrations", "public", on_line=lines.append)
+    assert code == 0, out
+    assert any(line.startswith("url is postgres://postgres:***@") for line in lines)
+    assert pg.password not in out and all(pg.password not in line for line in lines)

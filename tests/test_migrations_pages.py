@@ -161,3 +161,15 @@ def test_apply_bad_input(client_as, configured):
     response = client.post("/migrations/apply/", {"confirm": "apply", "expected": ["1590000000000_applicants"]})
     assert response.status_code == 409 and "changed since the page was shown" in response.content.decode()
     assert client_as("viewer").post("/migrations/apply/", {"confirm": "apply"}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_detail_page_for_unusual_file_names(client_as, configured):
+    folder, _ = configured
+    (folder / "1700000000000_with space & ampersand.sql").write_text("-- Up Migration\nSELECT 1;\n")
+    client = client_as("viewer")
+    html = client.get("/migrations/").content.decode()
+    assert 'href="/migrations/1700000000000_with%20space%20%26%20ampersand/"' in html
+    detail = client.get("/migrations/1700000000000_with%20space%20%26%20ampersand/")
+    assert detail.status_code == 200 and "with space &amp; ampersand" in detail.content.decode()
+    assert client.get("/migrations/%01control/").status_code == 400
