@@ -66,7 +66,7 @@ def parse_login_input(text: str | None) -> ParsedLogin:
     if not text.isascii():
         raise LoginInputError("That contains characters that never appear in an OpenShift token or login command.")
     server = None
-    if text.startswith("oc ") or text.startswith("--") or " --" in text or "--token" in text:
+    if text.startswith("oc ") or "--token" in text:
         try:
             words = shlex.split(text)
         except ValueError:
