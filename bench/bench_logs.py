@@ -1,0 +1,152 @@
+"""Log browser benchmark (issue 5).
+
+Generates HCAPADMIN_BENCH_LOG_DOCS (default 1,000,000) winston-shaped
+documents over 30 days with bulk inserts, creates the indexes, then measures
+on the same collection:
+
+- the first page (50) with no filter, with level=error over 24 h, and with a
+  text filter;
+- page 1,000 by keyset (cursor) and by skip/limit, each divided by the first
+  page's time (target for keyset: <= 1.5), measured side by side;
+- export throughput (documents/second) and peak RSS of a child process that
+  exports 10,000 and then 100,000 documents (flat memory: ratio <= 1.5).
+
+Every query carries maxTimeMS (HCAPADMIN_BENCH_LOG_MAX_TIME_MS, default 15
+minutes: FerretDB 1.24 sorts in its own process, see docs/logs.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from bench import Result
+
+DOCS = int(os.environ.get("HCAPADMIN_BENCH_LOG_DOCS", "100000"))
+MAX_TIME_MS = int(os.environ.get("HCAPADMIN_BENCH_LOG_MAX_TIME_MS", str(15 * 60 * 1000)))
+PAGE = 50
+
+
+def _timed(fn):
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def _log(message: str) -> None:
+    print(f"  logs: {message}", file=sys.stderr, flush=True)
+
+
+def _export_child(url: str, db: str, coll: str, limit: int) -> dict:
+    """Runs in a subprocess: export ``limit`` documents as NDJSON to nowhere."""
+    from pymongo import MongoClient
+
+    from ops import logs
+
+    client = MongoClient(url, tz_aware=True)
+    collection = client[db][coll]
+    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # imports + client
+    started = time.perf_counter()
+    count = size = 0
+    first_chunk_s = first_docs = None
+    for chunk in logs.export_chunks(collection, logs.parse_filter({}), fmt="ndjson", limit=limit,
+                                    max_time_ms=MAX_TIME_MS):
+        size += len(chunk.encode("utf-8"))
+        count += chunk.count("\n")
+        if first_chunk_s is None:
+            first_chunk_s, first_docs = time.perf_counter() - started, count
+    elapsed = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"docs": count, "bytes": size, "seconds": elapsed, "peak_rss_mb": peak_kb / 1024,
+            "first_chunk_s": first_chunk_s or 0.0, "first_docs": first_docs or 0, "rss_before_mb": before_kb / 1024}
+
+
+def _run_export(url: str, db: str, coll: str, limit: int) -> dict:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, HCAPADMIN_BENCH_EXPORT=json.dumps([url, db, coll, limit]), PYTHONPATH=root)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env, capture_output=True, text=True,
+                         check=True, timeout=MAX_TIME_MS / 1000 + 60, cwd=root)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(stack) -> list[Result]:
+    from pymongo import MongoClient
+
+    from ops import logs, logs_demo
+
+    url = stack["ferretdb"].url()
+    client = MongoClient(url, tz_aware=True)
+    coll = client["bench"]["log"]
+    coll.drop()
+    gen_s, _ = _timed(lambda: logs_demo.generate(coll, DOCS, days=30, seed=42, batch_size=10_000))
+    _log(f"generated {DOCS:,} documents in {gen_s:.1f}s")
+    logs.ensure_indexes(coll)
+    results = [Result("logs: generate documents (bulk insert)", DOCS / gen_s, "docs/s")]
+
+    def first_page(params):
+        flt = logs.parse_filter(params)
+        return logs.fetch_page(coll, flt, limit=PAGE, max_time_ms=MAX_TIME_MS)
+
+    t_error, _ = _timed(lambda: first_page({"level": "error", "range": "24h"}))
+    _log(f"first page, level=error 24h: {t_error:.2f}s")
+    t_text, text_page = _timed(lambda: first_page({"q": "participant withdrawn"}))
+    _log(f"first page, text filter: {t_text:.2f}s ({len(text_page.items)} items)")
+
+    skip = PAGE * 999
+    position = None
+    times: dict[str, list[float]] = {"first": [], "skip": [], "keyset": []}
+    # Two interleaved rounds; each figure is the better of its two runs, so
+    # load from other processes on the machine hits all three alike.
+    for _round in range(2):
+        t, _ = _timed(lambda: first_page({}))
+        times["first"].append(t)
+        # Page 1,000 the skip/limit way (the baseline) ...
+        t, skipped = _timed(lambda: list(coll.find({}, sort=logs.SORT_DESC, skip=skip - 1, limit=PAGE + 1,
+                                                 max_time_ms=MAX_TIME_MS)))
+        times["skip"].append(t)
+        # ... and by keyset, from the cursor the 999th page's "older" link carries.
+        if position is None:
+            cursor = logs.encode_cursor(logs.position_of(skipped[0]), b"bench")
+            position = logs.decode_cursor(cursor, b"bench")
+        t, page1000 = _timed(lambda: logs.fetch_page(coll, logs.parse_filter({}), before=position, limit=PAGE,
+                                                     max_time_ms=MAX_TIME_MS))
+        times["keyset"].append(t)
+        assert [d["_id"] for d in page1000.items] == [d["_id"] for d in skipped[1:]], "keyset and skip pages differ"
+        _log(f"round {_round + 1}: first {times['first'][-1]:.2f}s, page 1000 skip {times['skip'][-1]:.2f}s, "
+             f"keyset {times['keyset'][-1]:.2f}s")
+    t_first, t_skip, t_keyset = min(times["first"]), min(times["skip"]), min(times["keyset"])
+    ratio = t_keyset / t_first
+    results += [
+        Result("logs: first page, no filter", t_first, "s"),
+        Result("logs: first page, level=error, 24 h", t_error, "s"),
+        Result("logs: first page, text filter", t_text, "s"),
+        Result("logs: page 1000 / page 1 (keyset)", ratio, "x", "<= 1.5", ratio <= 1.5),
+        Result("logs: page 1000 / page 1 (skip/limit baseline)", t_skip / t_first, "x"),
+    ]
+
+    small = _run_export(url, "bench", "log", 10_000)
+    big = _run_export(url, "bench", "log", min(100_000, DOCS))
+    _log(f"export 10k: {small}; export 100k: {big}")
+    growth = big["peak_rss_mb"] / small["peak_rss_mb"]
+    results += [
+        Result("logs: export throughput (NDJSON, 100k, whole request)", big["docs"] / big["seconds"], "docs/s"),
+        Result("logs: export time to first chunk (100k)", big["first_chunk_s"], "s"),
+        Result("logs: export streaming rate after first chunk (100k)",
+               (big["docs"] - big["first_docs"]) / max(big["seconds"] - big["first_chunk_s"], 1e-9), "docs/s"),
+        Result("logs: export child RSS before exporting", small["rss_before_mb"], "MB"),
+        Result("logs: export peak RSS, 10k docs", small["peak_rss_mb"], "MB"),
+        Result("logs: export peak RSS, 100k docs", big["peak_rss_mb"], "MB"),
+        Result("logs: export RSS 100k / 10k (flat)", growth, "x", "<= 1.5", growth <= 1.5),
+    ]
+    coll.drop()
+    client.close()
+    return results
+
+
+if __name__ == "__main__" and os.environ.get("HCAPADMIN_BENCH_EXPORT"):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    print(json.dumps(_export_child(*json.loads(os.environ["HCAPADMIN_BENCH_EXPORT"]))))
