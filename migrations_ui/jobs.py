@@ -22,6 +22,8 @@ def check_ready(report: ops.Report, expected: list[str] | None = None) -> list[s
         raise Invalid(f"The migration files cannot be read: {report.source_error}")
     if report.database_error:
         raise Invalid(f"The database cannot be read: {report.database_error}")
+    if report.load_error:
+        raise Invalid(f"`up` would fail: node-pg-migrate cannot load {report.load_error} (unknown file extension).")
     if report.will_refuse:
         raise Invalid(f"`up` would refuse: {report.refusal}. Fix the order in the code first.")
     names = [i.name for i in report.to_apply]

@@ -46,7 +46,7 @@ def _page_context(request, report: ops.Report) -> dict:
         "attention_more": max(0, len(attention) - 200),
         "table": f"{services.settings.MIGRATIONS_SCHEMA}.{services.settings.MIGRATIONS_TABLE}",
         "to_apply": report.to_apply,
-        "can_apply": report.complete and not report.will_refuse and bool(report.to_apply),
+        "can_apply": report.complete and not report.will_refuse and not report.load_error and bool(report.to_apply),
         "may_operate": request.principal.has_perm("operate"),
     }
 
@@ -105,7 +105,7 @@ def api_migrations(request):
         return JsonResponse({"error": "; ".join(errors), "source_error": report.source_error,
                              "database_error": report.database_error}, status=503)
     body = {key: [i.as_api() for i in report.by_status(key)] for key in keys if wanted in (None, key)}
-    body.update({"summary": report.summary, "refusal": report.refusal,
+    body.update({"summary": report.summary, "refusal": report.refusal, "load_error": report.load_error,
                  "table_exists": report.table_exists, "warnings": report.warnings})
     return JsonResponse(body)
 

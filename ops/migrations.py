@@ -202,12 +202,19 @@ def name_warning(filename: str) -> str | None:
             return (f"{filename}: the 17-digit prefix is not a valid UTC date; node-pg-migrate cannot "
                     "order it by time")
         if match["ext"].lower() not in KNOWN_EXTENSIONS:
-            return (f"{filename}: extension .{match['ext']} is not .js/.ts/.sql; node-pg-migrate will try to "
-                    "load it as JavaScript")
+            return (f"{filename}: extension .{match['ext']} is not .js/.cjs/.mjs/.ts/.sql; node-pg-migrate cannot "
+                    "load it and `up` fails")
         return None
     value, _ok = numeric_prefix(filename)
     return (f"{filename}: name does not follow <timestamp>_<name>.<ext> (13- or 17-digit timestamp); "
             f"node-pg-migrate sorts it as {value:g}")
+
+
+def unloadable(filename: str) -> bool:
+    """node-pg-migrate imports every non-.sql file as a module; Node refuses
+    unknown extensions (ERR_UNKNOWN_FILE_EXTENSION), so `up` fails to start."""
+    ext = os.path.splitext(filename)[1]
+    return bool(ext) and ext[1:].lower() not in KNOWN_EXTENSIONS
 
 
 def encoded_date(filename: str) -> datetime | None:
@@ -413,6 +420,7 @@ class Report:
     table_exists: bool | None = None
     refusal: str | None = None          # node-pg-migrate's own message when `up` would refuse
     refusal_pair: tuple[str, str] | None = None  # (not run X, already run Y)
+    load_error: str | None = None       # a file node-pg-migrate cannot load: `up` fails before anything
     warnings: list[str] = field(default_factory=list)
     source_error: str | None = None
     database_error: str | None = None
@@ -475,6 +483,9 @@ class Report:
             return "Cannot predict what `up` will do: the migration files could not be read."
         if self.database_error:
             return "Cannot predict what `up` will do: the database could not be read."
+        if self.load_error:
+            return (f"`up` will fail before applying anything: node-pg-migrate cannot load {self.load_error} "
+                    "(unknown file extension). Remove it from the migrations folder or move it into a subfolder.")
         if self.refusal_pair:
             x, y = self.refusal_pair
             return f"`up` will refuse: not-run migration {x} precedes already-run migration {y}."
@@ -521,6 +532,8 @@ def merge(filenames: list[str] | None, applied: AppliedState | None, *, presorte
             warning = name_warning(filename)
             if warning:
                 warnings[filename] = warning
+            if report.load_error is None and unloadable(filename):
+                report.load_error = filename
         report.warnings = list(warnings.values())
     if applied is not None:
         report.table_exists = applied.table_exists

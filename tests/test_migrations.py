@@ -100,7 +100,7 @@ def test_prefix_values_and_dates():
     assert ops.encoded_date("notes.md") is None
     assert ops.name_warning("1590000000000_applicants.js") is None
     assert "does not follow" in ops.name_warning("README.md")
-    assert "as JavaScript" in ops.name_warning("1590000000000_notes.md")
+    assert "cannot load it" in ops.name_warning("1590000000000_notes.md")
     assert "not a valid UTC date" in ops.name_warning("20201340000000000_x.js")
 
 
@@ -158,6 +158,16 @@ def test_bad_file_names_are_warnings_not_crashes(sample, fresh_db):
     assert any("README.md" in w and "does not follow" in w for w in report.warnings)
     assert report.items[0].file == "README.md"  # node-pg-migrate sorts it as 0: first
     assert report.items[0].warning
+    # and the real tool cannot load it: `up` fails before the order check
+    assert report.load_error == "README.md"
+    assert report.summary.startswith("`up` will fail before applying anything: node-pg-migrate cannot load README.md")
+    code, out = run_tool(sample, url, "up")
+    assert code != 0 and "Can't get migration files" in out and 'Unknown file extension ".md"' in out
+    # an extension-less file is loaded as CommonJS, so it is not a load error (just a name warning)
+    (sample / "README.md").unlink()
+    (sample / "1590000000001_noext").write_text("exports.up = () => {};\n")
+    report = state(sample, conninfo)
+    assert report.load_error is None and any("1590000000001_noext" in w for w in report.warnings)
 
 
 # --- predicted refusal == the tool's refusal -------------------------------------------------
