@@ -431,6 +431,21 @@ def test_silent_server_is_reported_unavailable_within_seconds(silent_server):
         client.close()
 
 
+def test_refused_connection_is_reported_unavailable_within_seconds():
+    from devtools.services import free_port
+
+    client = MongoClient(f"mongodb://127.0.0.1:{free_port()}/", serverSelectionTimeoutMS=1500, tz_aware=True)
+    try:
+        started = time.monotonic()
+        with pytest.raises(LogUnavailable):
+            logs.histogram(client["logs"]["log"], logs.parse_filter({"range": "1h"}), max_time_ms=5000)
+        with pytest.raises(LogUnavailable):
+            logs.export_chunks(client["logs"]["log"], logs.parse_filter({}), fmt="csv", limit=10, max_time_ms=5000)
+        assert time.monotonic() - started < 6
+    finally:
+        client.close()
+
+
 # --- indexes and demo data -----------------------------------------------------------------------
 def test_index_report_and_creation(coll):
     coll.insert_one(_doc(NOW))

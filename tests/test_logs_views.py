@@ -419,3 +419,15 @@ def test_browser_filter_page_expand_export(login_page_as, source):
     lines = open(info.value.path(), encoding="utf-8").read().splitlines()
     levels = {json.loads(line)["level"] for line in lines}
     assert len(lines) == 38 and levels == {"error", "info"}
+
+
+@pytest.mark.parametrize("value", ["nodots", "a=b", "=logs.log", "x=lo$gs.log", "a=logs.log,a=logs.other"])
+def test_bad_log_sources_setting_stops_startup(value):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HCAPADMIN_LOG_SOURCES=value)
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0 and "HCAPADMIN_LOG_SOURCES" in out.stderr
