@@ -431,3 +431,24 @@ def test_bad_log_sources_setting_stops_startup(value):
     out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode != 0 and "HCAPADMIN_LOG_SOURCES" in out.stderr
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_follow_mode_prepends_new_entries(login_page_as, source, settings):
+    settings.LOG_FOLLOW_SECONDS = 1
+    source.insert_many(_docs(10))
+    page = login_page_as("viewer")
+    page.goto("/logs/?range=1h&level=error")
+    page.get_by_role("button", name="Follow").click()
+    page.wait_for_url("**follow=1*")
+    page.locator("#follow-poller").wait_for()
+    before = page.locator("tr.log-row").count()
+    source.insert_many([
+        {"timestamp": datetime.now(UTC) + timedelta(seconds=1), "level": "error", "message": "FRESH ERROR"},
+        {"timestamp": datetime.now(UTC) + timedelta(seconds=1), "level": "info", "message": "fresh info"},
+    ])
+    first = page.locator("tr.log-row").first
+    first.get_by_text("FRESH ERROR").wait_for(timeout=15_000)
+    assert page.locator("tr.log-row").count() == before + 1
+    assert page.get_by_text("fresh info").count() == 0
