@@ -41,6 +41,20 @@ def _log(message: str) -> None:
     print(f"  logs: {message}", file=sys.stderr, flush=True)
 
 
+def _peak_rss_kb() -> int:
+    """This process's peak RSS.  /proc's VmHWM belongs to the current memory
+    image (reset by exec), unlike getrusage's ru_maxrss, which a child
+    inherits from the parent it was forked from."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _export_child(url: str, db: str, coll: str, limit: int) -> dict:
     """Runs in a subprocess: export ``limit`` documents as NDJSON to nowhere."""
     from pymongo import MongoClient
@@ -49,7 +63,7 @@ def _export_child(url: str, db: str, coll: str, limit: int) -> dict:
 
     client = MongoClient(url, tz_aware=True)
     collection = client[db][coll]
-    before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # imports + client
+    before_kb = _peak_rss_kb()  # imports + client
     started = time.perf_counter()
     count = size = 0
     first_chunk_s = first_docs = None
@@ -60,7 +74,7 @@ def _export_child(url: str, db: str, coll: str, limit: int) -> dict:
         if first_chunk_s is None:
             first_chunk_s, first_docs = time.perf_counter() - started, count
     elapsed = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_kb = _peak_rss_kb()
     return {"docs": count, "bytes": size, "seconds": elapsed, "peak_rss_mb": peak_kb / 1024,
             "first_chunk_s": first_chunk_s or 0.0, "first_docs": first_docs or 0, "rss_before_mb": before_kb / 1024}
 
