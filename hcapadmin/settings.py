@@ -163,7 +163,7 @@ AXES_COOLOFF_TIME = env.integer("HCAPADMIN_LOCKOUT_MINUTES", 15, minimum=1) / 60
 AXES_LOCKOUT_PARAMETERS = "hcapadmin.accounts.auth.axes_lockout_parameters"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
-AXES_CLIENT_IP_CALLABLE = "hcapadmin.accounts.auth.client_ip"
+AXES_CLIENT_IP_CALLABLE = "hcapadmin.core.clientip.client_ip"
 AXES_LOCKOUT_CALLABLE = "hcapadmin.accounts.views.lockout_response"
 AXES_SENSITIVE_PARAMETERS = ["password", "token", "csrfmiddlewaretoken"]
 CSRF_FAILURE_VIEW = "hcapadmin.accounts.views.csrf_failure"

@@ -50,16 +50,6 @@ def client() -> OpenShiftAuth:
                          timeout=float(getattr(settings, "OPENSHIFT_AUTH_TIMEOUT", 10)))
 
 
-def client_ip(request) -> str | None:
-    """The client address used by the audit trail and by axes."""
-    header = getattr(settings, "TRUSTED_PROXY_HEADER", None)
-    if header:
-        value = request.META.get(header, "")
-        if value:
-            return value.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
-
-
 # --- token encryption ----------------------------------------------------------------
 @lru_cache(maxsize=4)
 def _fernet(secret: str) -> Fernet:

@@ -17,6 +17,8 @@ from datetime import timezone as dt_timezone
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from hcapadmin.core.clientip import client_ip
+
 GENESIS_HASH = "0" * 64
 # Arbitrary constant identifying the audit chain's advisory lock.
 ADVISORY_LOCK_KEY = 0x48434150_41554454 & 0x7FFFFFFFFFFFFFFF  # "HCAPAUDT"
@@ -116,20 +118,6 @@ class AuditCheckpoint(models.Model):
     full_checked_at = models.DateTimeField(null=True, blank=True)
 
 
-def _client_ip(request) -> str | None:
-    # REMOTE_ADDR only: X-Forwarded-For is client-controlled unless a trusted
-    # proxy rewrites it, and OpenShift's router sets REMOTE_ADDR to itself.
-    # Deployments behind a trusted proxy set HCAPADMIN_TRUSTED_PROXY_HEADER.
-    from django.conf import settings
-
-    header = getattr(settings, "TRUSTED_PROXY_HEADER", None)
-    if header:
-        value = request.META.get(header, "")
-        if value:
-            return value.split(",")[0].strip() or None
-    return request.META.get("REMOTE_ADDR") or None
-
-
 def _strip_nul(value):
     # PostgreSQL text and jsonb cannot hold NUL; hostile input must not turn
     # an audit write into a 500.
@@ -176,7 +164,7 @@ def record(
             actor = principal.name if principal else "anonymous"
         if actor_groups is None:
             actor_groups = list(principal.groups) if principal else []
-        source_ip = source_ip or _client_ip(request)
+        source_ip = source_ip or client_ip(request)
         user_agent = user_agent or request.META.get("HTTP_USER_AGENT", "")
     event = AuditEvent(
         actor=_strip_nul(actor or "system")[:255],
