@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import uuid
+from urllib.parse import quote
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -315,8 +316,14 @@ def test_hostile_strings_never_500(client_as, filled, values, meta_key, api):
     if r.status_code == 200 and api:
         for item in r.json()["items"]:
             assert set(item) == {"id", "timestamp", "level", "message", "meta", "label", "hostname"}
-    for extra in ("/logs/histogram", "/logs/follow"):
-        assert client.get(extra, params).status_code in (200, 400)
+    for extra in ("/logs/histogram", "/logs/follow", "/logs/export"):
+        r = client.get(extra, params)
+        assert r.status_code in (200, 400), (extra, params, r.status_code)
+        if extra == "/logs/export" and r.status_code == 200:
+            b"".join(r.streaming_content)  # the stream itself must not fail either
+    doc_id = values.get("q") or values.get("label") or "x"
+    r = client.get("/logs/entry/" + quote(doc_id, safe="") + "/", {"tz": values.get("tz", "UTC")})
+    assert r.status_code in (200, 400, 404), (doc_id, r.status_code)
 
 
 @pytest.mark.django_db
