@@ -548,6 +548,8 @@ def fetch_newer(collection, flt: LogFilter, after: Position | None, *, limit: in
 def find_document(collection, doc_id: str, *, max_time_ms: int = 5000) -> dict | None:
     if not isinstance(doc_id, str) or len(doc_id) > 200:
         return None
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in doc_id):
+        return None  # no stored _id holds control characters (and FerretDB refuses NUL in queries)
     candidates: list = [doc_id]
     if re.fullmatch(r"[0-9a-f]{24}", doc_id):
         candidates.insert(0, ObjectId(doc_id))

@@ -12,6 +12,15 @@ from tests.harness import plugin
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
+# Property-based tests: random exploration on developers' machines; a fixed,
+# derandomised set of examples on CI, so a submission's CI result does not
+# depend on luck.  (A failure found locally is added as an explicit test.)
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    _hypothesis_settings.load_profile("ci")
+
 
 @pytest.fixture(scope="session")
 def services():

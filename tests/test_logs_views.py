@@ -327,6 +327,15 @@ def test_hostile_strings_never_500(client_as, filled, values, meta_key, api):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("doc_id", ["\x00", "abc\x00def", "\x1b[31m", "\x7f"])
+def test_entry_id_with_control_characters_is_not_found(client_as, filled, doc_id):
+    """Found by the hypothesis test: FerretDB refuses NUL in a query, which
+    came back as a 503 instead of "no such entry"."""
+    r = client_as("admin").get("/logs/entry/" + quote(doc_id, safe="") + "/")
+    assert r.status_code == 404
+
+
+@pytest.mark.django_db
 def test_invalid_utf8_in_query_string_is_not_500(client_as, filled):
     client = client_as("admin")
     for path in ("/logs/", "/api/v1/logs", "/logs/histogram"):
