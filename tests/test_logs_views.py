@@ -468,3 +468,19 @@ def test_browser_follow_mode_prepends_new_entries(login_page_as, source, setting
     first.get_by_text("FRESH ERROR").wait_for(timeout=15_000)
     assert page.locator("tr.log-row").count() == before + 1
     assert page.get_by_text("fresh info").count() == 0
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_histogram_error_is_shown_not_left_loading(login_page_as, source):
+    """htmx ignores 4xx/5xx responses unless told otherwise; the histogram
+    section shows the server's message instead of "Loading histogram..."
+    forever.  The request below is a real one to the real view: a histogram
+    without a time range is refused with 400."""
+    source.insert_many(_docs(20))
+    page = login_page_as("admin")
+    page.goto("/logs/?range=1h")
+    page.locator("#histogram svg").wait_for()
+    page.evaluate("htmx.ajax('GET', '/logs/histogram?range=all', {target: '#histogram', swap: 'innerHTML'})")
+    page.locator("#histogram").get_by_text("time range", exact=False).wait_for()
+    assert page.locator("#histogram svg").count() == 0
