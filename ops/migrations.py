@@ -428,6 +428,16 @@ class Report:
     _counts: dict | None = None
     _attention: list | None = None
     _to_apply: list | None = None
+    # Rendered fragments of this (memoised, never mutated) report, shared by
+    # the copies build_report() makes with dataclasses.replace().
+    _fragments: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def fragment(self, key, build):
+        """``build()`` once per key for this report's items."""
+        value = self._fragments.get(key)
+        if value is None:
+            value = self._fragments[key] = build()
+        return value
 
     @property
     def complete(self) -> bool:

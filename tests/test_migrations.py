@@ -323,3 +323,20 @@ def test_run_local_up_never_logs_the_password(tmp_path, fresh_db, pg):
     assert code == 0, out
     assert any(line.startswith("url is postgres://postgres:***@") for line in lines)
     assert pg.password not in out and all(pg.password not in line for line in lines)
+
+
+def test_rendered_fragments_are_shared_by_copies_of_one_report_only():
+    """The page caches its rendered rows on the memoised Report; copies made
+    with dataclasses.replace() share them, a report of other inputs does not."""
+    from dataclasses import replace
+
+    from ops.migrations import AppliedState, merge
+
+    first = merge(["1000000000000_a.js", "1000000000001_b.js"], AppliedState([], True))
+    calls = []
+    built = first.fragment(("rows", "all", 1), lambda: calls.append(1) or "rows-1")
+    copy = replace(first, source_error="x")
+    assert copy.fragment(("rows", "all", 1), lambda: calls.append(1) or "other") == built == "rows-1"
+    assert calls == [1]
+    second = merge(["1000000000000_a.js"], AppliedState([], True))
+    assert second.fragment(("rows", "all", 1), lambda: "rows-2") == "rows-2"
