@@ -102,6 +102,9 @@ def main() -> int:
         if stopping:
             return
         stopping = True
+        # A second Ctrl-C (or a SIGINT relayed by a wrapper) must not cut
+        # the shutdown short and leave servers running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         log("stopping ...")
         for child in reversed(children):
             if child.poll() is None:
@@ -164,6 +167,9 @@ def main() -> int:
         return 1
     except KeyboardInterrupt:
         return 0
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        log(f"cannot start: {exc}")
+        return 1
     finally:
         stop()
 

@@ -42,6 +42,19 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
     raise RuntimeError(f"{name or 'server'} did not listen on port {port} within {timeout:g}s")
 
 
+def ensure_port_free(port: int, name: str) -> None:
+    """Refuse to start when something already listens on ``port`` (for
+    example a server left over from an earlier sandbox): otherwise the new
+    server would fail to bind while the readiness check talked to the old one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            raise RuntimeError(
+                f"cannot start {name}: something already listens on 127.0.0.1:{port} "
+                "(a server left over from an earlier run?); stop it or choose another port"
+            )
+
+
 def pg_bindir() -> Path:
     for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (candidate / "pg_ctl").exists():
@@ -163,6 +176,7 @@ class Redis:
 
     def start(self, persist: bool = False) -> "Redis":
         self.workdir.mkdir(parents=True, exist_ok=True)
+        ensure_port_free(self.port, "redis")
         args = [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.workdir), "--daemonize", "no", "--protected-mode", "yes",
                 "--save", "60 1" if persist else "", "--appendonly", "no", "--logfile", str(self.workdir / "redis.log")]
@@ -186,6 +200,7 @@ class FerretDB:
 
     def start(self) -> "FerretDB":
         self.workdir.mkdir(parents=True, exist_ok=True)
+        ensure_port_free(self.port, "ferretdb")
         binary = TOOLS_BIN / "ferretdb"
         if not binary.exists():
             raise RuntimeError(f"{binary} is missing; run `make install`")
