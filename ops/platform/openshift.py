@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kubernetes import client as k8s
@@ -13,6 +14,21 @@ from kubernetes.client.rest import ApiException
 
 from ops.errors import Forbidden, Invalid, NotFound, OpsError, Timeout, Unavailable
 from ops.platform.base import PlatformDriver
+
+
+@contextmanager
+def _api_errors(refused: str, failed: str):
+    """Turn what the kubernetes client raises into ops errors: 401/403 ->
+    Forbidden("<refused> (403)"), another API status -> Unavailable(<failed>
+    with ``{status}`` filled in), connection and TLS errors -> Unavailable."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            raise Forbidden(f"{refused} ({exc.status})") from None
+        raise Unavailable(failed.format(status=exc.status)) from None
+    except Exception as exc:  # urllib3 / ssl errors
+        raise Unavailable(f"OpenShift API unreachable: {type(exc).__name__}") from None
 
 
 @dataclass
@@ -86,14 +102,8 @@ class OpenShiftDriver(PlatformDriver):
         return k8s.CoreV1Api(self.api_client)
 
     def ping(self, timeout: float = 2.0) -> None:
-        try:
+        with _api_errors("OpenShift API refused the service account", "OpenShift API answered {status}"):
             self.core().read_namespace(self.namespace, _request_timeout=timeout)
-        except ApiException as exc:
-            if exc.status in (401, 403):
-                raise Forbidden(f"OpenShift API refused the service account ({exc.status})") from None
-            raise Unavailable(f"OpenShift API answered {exc.status}") from None
-        except Exception as exc:  # urllib3 / ssl errors
-            raise Unavailable(f"OpenShift API unreachable: {type(exc).__name__}") from None
 
     def describe(self) -> str:
         return f"openshift · {self.api_url} · namespace {self.namespace}"
@@ -161,14 +171,8 @@ class OpenShiftDriver(PlatformDriver):
 
     def running_pods(self, label_selector: str) -> list[str]:
         """Names of Running pods matching ``label_selector``, oldest first."""
-        try:
+        with _api_errors("OpenShift refused listing pods", "listing pods failed: API answered {status}"):
             pods = self.core().list_namespaced_pod(self.namespace, label_selector=label_selector, _request_timeout=10)
-        except ApiException as exc:
-            if exc.status in (401, 403):
-                raise Forbidden(f"OpenShift refused listing pods ({exc.status})") from None
-            raise Unavailable(f"listing pods failed: API answered {exc.status}") from None
-        except Exception as exc:
-            raise Unavailable(f"OpenShift API unreachable: {type(exc).__name__}") from None
         running = [p for p in pods.items if (p.status and p.status.phase == "Running") and not p.metadata.deletion_timestamp]
         running.sort(key=lambda p: (p.metadata.creation_timestamp or 0, p.metadata.name))
         return [p.metadata.name for p in running]
@@ -240,7 +244,8 @@ class OpenShiftDriver(PlatformDriver):
         """Patroni members from the pods' ``status`` annotation and the leader
         from the leader ConfigMap's ``leader`` annotation."""
         core = self.core()
-        try:
+        with _api_errors("OpenShift refused reading the Patroni pods",
+                         "reading Patroni pods failed: API answered {status}"):
             pods = core.list_namespaced_pod(self.namespace, label_selector=self.patroni_selector, _request_timeout=10)
             leader = None
             try:
@@ -250,12 +255,6 @@ class OpenShiftDriver(PlatformDriver):
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-        except ApiException as exc:
-            if exc.status in (401, 403):
-                raise Forbidden(f"OpenShift refused reading the Patroni pods ({exc.status})") from None
-            raise Unavailable(f"reading Patroni pods failed: API answered {exc.status}") from None
-        except Exception as exc:
-            raise Unavailable(f"OpenShift API unreachable: {type(exc).__name__}") from None
         members = []
         for pod in sorted(pods.items, key=lambda p: p.metadata.name):
             status = {}
