@@ -328,3 +328,37 @@ def jobs_worker_process(pg, redis_url):
                 proc.kill()
                 proc.wait()
     queue.empty()
+
+
+# --- outages -------------------------------------------------------------------
+@pytest.fixture
+def silent_server():
+    """A TCP server on a free loopback port that accepts connections and never
+    answers: (port, accepted connections).  For "down or slow" paths."""
+    import socket
+    import threading
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def loop():
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                accepted.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    sock.close()
+

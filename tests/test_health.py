@@ -46,40 +46,14 @@ def test_readyz_reports_dead_redis_and_mongo_quickly(client, settings):
 
 
 @pytest.mark.django_db
-def test_readyz_never_hangs_on_a_silent_server(client, settings):
+def test_readyz_never_hangs_on_a_silent_server(client, settings, silent_server):
     """A server that accepts connections and never answers."""
-    import socket
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    held = []
-    stop = threading.Event()
-
-    def accept():
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except OSError:
-                pass
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    try:
-        settings.MONGO_URL = f"mongodb://127.0.0.1:{port}/"
-        settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
-        started = time.monotonic()
-        body = client.get("/readyz").json()
-        assert time.monotonic() - started < 3.0
-        assert body["status"] == "degraded"
-        assert not body["components"]["mongodb"]["ok"]
-        assert not body["components"]["redis"]["ok"]
-    finally:
-        stop.set()
-        t.join()
-        for s in held:
-            s.close()
-        listener.close()
+    port, _ = silent_server
+    settings.MONGO_URL = f"mongodb://127.0.0.1:{port}/"
+    settings.REDIS_URL = f"redis://127.0.0.1:{port}/0"
+    started = time.monotonic()
+    body = client.get("/readyz").json()
+    assert time.monotonic() - started < 3.0
+    assert body["status"] == "degraded"
+    assert not body["components"]["mongodb"]["ok"]
+    assert not body["components"]["redis"]["ok"]

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import random
-import socket
 import threading
 import time
 import uuid
@@ -386,34 +385,6 @@ def test_server_side_timeout_is_reported(coll):
     assert "Narrow the time range" in str(err.value)
     with pytest.raises(LogQueryTimeout):
         logs.histogram(coll, logs.parse_filter({"range": "24h"}, now=NOW), now=NOW, max_time_ms=1)
-
-
-@pytest.fixture
-def silent_server():
-    """A TCP server that accepts connections and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    accepted = []
-    stop = threading.Event()
-
-    def loop():
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-                accepted.append(conn)
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    yield sock.getsockname()[1], accepted
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    sock.close()
 
 
 def test_silent_server_is_reported_unavailable_within_seconds(silent_server):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
-import threading
 import time
 import uuid
 from urllib.parse import quote
@@ -345,36 +343,17 @@ def test_invalid_utf8_in_query_string_is_not_500(client_as, filled):
 
 # --- outages ------------------------------------------------------------------------------------------
 @pytest.fixture
-def silent_mongo(settings):
+def silent_mongo(settings, silent_server):
     """MONGO_URL pointing at a TCP server that accepts and never answers."""
     from hcapadmin.logbrowser import mongo
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    conns, stop = [], threading.Event()
-
-    def loop():
-        sock.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conns.append(sock.accept()[0])
-            except OSError:
-                continue
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    settings.MONGO_URL = f"mongodb://127.0.0.1:{sock.getsockname()[1]}/"
+    port, conns = silent_server
+    settings.MONGO_URL = f"mongodb://127.0.0.1:{port}/"
     settings.MONGO_CONNECT_TIMEOUT_MS = 1500
     yield conns
-    stop.set()
-    t.join()
     client = mongo._clients.pop(settings.MONGO_URL, None)
     if client is not None:
         client.close()
-    for c in conns:
-        c.close()
-    sock.close()
 
 
 @pytest.mark.django_db
