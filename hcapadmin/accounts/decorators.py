@@ -24,7 +24,7 @@ from hcapadmin.core.api import json_error
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-def _denied(request, permission: str) -> None:
+def record_denied(request, permission: str) -> None:
     if request.method not in SAFE_METHODS:
         from hcapadmin.audit.models import record
 
@@ -60,7 +60,7 @@ def permission_required(permission: str):
             if principal is None:
                 return HttpResponseRedirect("/login/?" + urlencode({"next": request.get_full_path()}))
             if not principal.has_perm(permission):
-                _denied(request, permission)
+                record_denied(request, permission)
                 return render(
                     request,
                     "403.html",
@@ -96,7 +96,7 @@ def api_endpoint(permission: str, methods: tuple[str, ...] = ("GET",)):
                 if refused is not None:
                     return refused
             if not principal.has_perm(permission):
-                _denied(request, permission)
+                record_denied(request, permission)
                 return json_error("permission denied", 403)
             return view(request, *args, **kwargs)
 

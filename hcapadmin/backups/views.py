@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from hcapadmin.accounts.decorators import _denied, api_endpoint, permission_required
+from hcapadmin.accounts.decorators import record_denied, api_endpoint, permission_required
 from hcapadmin.backups import services
 from hcapadmin.backups.charts import size_chart
 from hcapadmin.core.api import json_error
@@ -105,7 +105,7 @@ def api_backups(request):
     """GET: the catalog.  POST (operate): start a manual backup -> 202 {"job": id}."""
     if request.method == "POST":
         if not request.principal.has_perm("operate"):
-            _denied(request, "operate")
+            record_denied(request, "operate")
             return json_error("permission denied", 403)
         try:
             body = _json_body(request)
