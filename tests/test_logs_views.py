@@ -155,6 +155,11 @@ def test_logs_indexes_command_reports_and_applies(filled, source):
     call_command("logs_indexes", "--apply", "--source", "hcap", stdout=out)
     assert "created level_1_timestamp_-1" in out.getvalue()
     assert logs.missing_indexes(source) == []
+    from hcapadmin.audit.models import AuditEvent
+
+    event = AuditEvent.objects.get(action="logs.indexes_created")
+    assert event.actor.startswith("manage.py (") and event.target == f"viewtests.{source.name}"
+    assert sorted(event.details["indexes"]) == ["level_1_timestamp_-1", "timestamp_-1"]
 
 
 @pytest.mark.django_db

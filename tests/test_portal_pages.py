@@ -64,3 +64,19 @@ def test_browser_login_shows_role(login_page_as):
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/login/")
     assert "You are logged out." in page.content()
+
+
+@pytest.mark.django_db
+def test_demo_accounts_command_is_sandbox_only_and_audited(settings):
+    from django.core.management import CommandError, call_command
+
+    from hcapadmin.audit.models import AuditEvent
+
+    settings.SANDBOX = False
+    with pytest.raises(CommandError, match="only in the sandbox"):
+        call_command("demo_accounts")
+    assert not AuditEvent.objects.filter(action="sandbox.demo_accounts").exists()
+    settings.SANDBOX = True
+    call_command("demo_accounts", stdout=__import__("io").StringIO())
+    event = AuditEvent.objects.get(action="sandbox.demo_accounts")
+    assert event.target == "admin,approver,auditor,viewer" and event.actor.startswith("manage.py (")

@@ -142,6 +142,14 @@ def _ip(value) -> str | None:
         return None
 
 
+def command_actor() -> str:
+    """The actor of a ``manage.py`` command: the OS user running it (OpenShift
+    runs arbitrary UIDs without a passwd entry, so fall back to the uid)."""
+    import os
+
+    return f"manage.py ({os.environ.get('USER') or os.environ.get('LOGNAME') or 'uid ' + str(os.getuid())})"
+
+
 def record(
     action: str,
     *,

@@ -6,6 +6,7 @@ configured source: ``timestamp`` descending and ``level`` + ``timestamp``."""
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from hcapadmin.audit.models import command_actor, record
 from hcapadmin.logbrowser import mongo
 from ops.errors import OpsError
 from ops.logs import ensure_indexes, index_status
@@ -31,6 +32,9 @@ class Command(BaseCommand):
                     created = ensure_indexes(coll)
                     for index in created:
                         self.stdout.write(f"{name} ({db}.{cname}): created {index}")
+                    if created:
+                        record("logs.indexes_created", actor=command_actor(),
+                               target=f"{db}.{cname}", details={"source": name, "indexes": created})
                 rows = index_status(coll)
             except OpsError as exc:
                 raise CommandError(f"{name} ({db}.{cname}): {exc}") from None
