@@ -54,14 +54,16 @@ def apply(ctx, params) -> dict:
     with ctx.step("Run node-pg-migrate up"):
         if settings.PLATFORM == "openshift":
             ctx.log("$ " + " ".join(ops.pod_up_argv(services.pod_project_dir())) + f"   (in pod {source.pod()})")
-            code, output = ops.run_pod_up(source, services.pod_project_dir(), on_line=ctx.log, timeout=1500)
+            code, output = ops.run_pod_up(source, services.pod_project_dir(), on_line=ctx.log, timeout=1500,
+                                          check=ctx.check_cancelled)
         else:
             argv = ops.local_up_argv(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR, settings.MIGRATIONS_TABLE,
                                      settings.MIGRATIONS_SCHEMA)
             ctx.log("$ " + " ".join(argv) + "   (DATABASE_URL from the environment)")
             code, output = ops.run_local_up(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR,
                                             services.managed_database_url(), settings.MIGRATIONS_TABLE,
-                                            settings.MIGRATIONS_SCHEMA, on_line=ctx.log, timeout=1500)
+                                            settings.MIGRATIONS_SCHEMA, on_line=ctx.log, timeout=1500,
+                                            check=ctx.check_cancelled)
     ctx.progress(0.9)
     with ctx.step("Refresh the migrations list"):
         after = services.report(source)
