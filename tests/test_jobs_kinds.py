@@ -96,3 +96,30 @@ def hold_job(ctx, params):
                 raise OpsError(f"test.hold {tag}: not released within its guard")
             time.sleep(0.05)
     return {"tag": tag}
+
+
+@job_kind("test.migrate_past_limit", title="Test migration past the job's limit", mutating=True, timeout=10)
+def migrate_past_limit_job(ctx, params):
+    """The real node-pg-migrate up on settings.MIGRATIONS_DIR; once its
+    migration runs in PostgreSQL, this job just waits, so the job's own limit
+    (RQ's timeout, raised into run_local_up) is what stops it."""
+    import psycopg
+    from django.conf import settings
+
+    from ops import migrations as ops
+
+    url = settings.MANAGED_DATABASE_URL
+
+    def check():
+        with psycopg.connect(url, autocommit=True) as conn:
+            running = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
+                                   "AND query LIKE '%%pg_sleep%%'", [ops.UP_APPLICATION_NAME + "-%"]).fetchone()[0]
+        if running:
+            ctx.log("the migration is running in PostgreSQL")
+            ctx.flush()
+            time.sleep(600)  # the job's 10 s limit ends this
+
+    with ctx.step("Run node-pg-migrate up"):
+        ops.run_local_up(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR, url, "pgmigrations", "public",
+                         on_line=ctx.log, check=check)
+    return {}

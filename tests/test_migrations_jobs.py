@@ -251,3 +251,25 @@ def test_apply_job_that_loses_its_lock_stops_node_pg_migrate_before_releasing(cl
     assert seen["node"] and _processes_with(str(folder)) == []
     assert _sleeping_sessions(conninfo) == []
     assert SLOW not in [r.name for r in ops.read_applied(conninfo).rows]
+
+
+@pytest.mark.django_db
+def test_job_past_its_limit_leaves_no_node_pg_migrate_or_session_behind(configured, run_jobs, slow_pending):
+    """The bug this guards against: the job was marked failed and its lock
+    released while node-pg-migrate (and its statement) ran on."""
+    import tests.test_jobs_kinds  # noqa: F401
+    from hcapadmin.jobs import locks
+    from hcapadmin.jobs.queue import redis_connection
+    from hcapadmin.jobs.services import submit
+    from tests.test_jobs import admin_request
+
+    folder, url, conninfo = slow_pending  # configured points the settings at the same folder and database
+    job, _ = submit("test.migrate_past_limit", {}, request=admin_request(), target="slow-db")
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == "failed" and "ran longer than its limit of 10 seconds" in job.error, (job.error, job.log)
+    assert "Stopped node-pg-migrate" in job.log
+    assert _processes_with(str(folder)) == []
+    assert _sleeping_sessions(conninfo) == []
+    assert locks.holder(redis_connection(), "slow-db") is None
+    assert SLOW not in [r.name for r in ops.read_applied(conninfo).rows]
