@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from django.conf import settings
 
 from hcapadmin.jobs.registry import job_kind
 from migrations_ui import services
 from ops import migrations as ops
-from ops.errors import Invalid, OpsError
+from ops.errors import Invalid, OpsError, Timeout
 
 KIND = "migrations.apply"
 
@@ -51,17 +53,19 @@ def apply(ctx, params) -> dict:
     backup = take_backup(ctx)  # its own step, "Back up database"; a failed backup fails the job here
     ctx.log(f"Backup taken: {_backup_name(backup) or '(name not reported)'}")
     ctx.progress(0.5)
-    with ctx.step("Run node-pg-migrate up"):
+    with ctx.step("Run node-pg-migrate up"), _backup_hint_on_timeout():
         if settings.PLATFORM == "openshift":
             ctx.log("$ " + " ".join(ops.pod_up_argv(services.pod_project_dir())) + f"   (in pod {source.pod()})")
-            code, output = ops.run_pod_up(source, services.pod_project_dir(), on_line=ctx.log, timeout=1500)
+            code, output = ops.run_pod_up(source, services.pod_project_dir(), on_line=ctx.log, timeout=1500,
+                                          check=ctx.check_cancelled)
         else:
             argv = ops.local_up_argv(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR, settings.MIGRATIONS_TABLE,
                                      settings.MIGRATIONS_SCHEMA)
             ctx.log("$ " + " ".join(argv) + "   (DATABASE_URL from the environment)")
             code, output = ops.run_local_up(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR,
                                             services.managed_database_url(), settings.MIGRATIONS_TABLE,
-                                            settings.MIGRATIONS_SCHEMA, on_line=ctx.log, timeout=1500)
+                                            settings.MIGRATIONS_SCHEMA, on_line=ctx.log, timeout=1500,
+                                            check=ctx.check_cancelled)
     ctx.progress(0.9)
     with ctx.step("Refresh the migrations list"):
         after = services.report(source)
@@ -72,6 +76,15 @@ def apply(ctx, params) -> dict:
                               f"Applied by this run: {len(applied_now)} of {len(names)}. "
                               "The backup taken before it can be restored if needed.")
     return {"applied": applied_now, "backup": _backup_name(backup), "summary": after.summary}
+
+
+@contextmanager
+def _backup_hint_on_timeout():
+    """A run stopped at its limit fails the job with the same advice as a failed run."""
+    try:
+        yield
+    except Timeout as exc:
+        raise MigrationFailed(f"{exc}. The backup taken before it can be restored if needed.") from None
 
 
 def _backup_name(backup):

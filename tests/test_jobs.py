@@ -117,7 +117,7 @@ def test_mutating_job_waits_for_the_target_lock_and_fails_clearly_past_its_timeo
     assert locks.try_acquire(conn, "locked-db", 999999)  # another job holds the database
     assert conn.ttl(locks.lock_key("locked-db")) > 0  # and it would expire by itself
     try:
-        job, _ = submit("test.mutating_quick", {}, request=admin_request(), target="locked-db")
+        job, _ = submit("test.mutating_impatient", {}, request=admin_request(), target="locked-db")
         free, _ = submit("test.mutating_quick", {}, request=admin_request(), target="free-db")
         run_jobs()
         job.refresh_from_db()
@@ -147,3 +147,41 @@ def test_enqueue_failing_after_commit_marks_the_job_failed_not_stuck_queued(sett
     assert job.status == "failed" and job.error == QUEUE_DOWN_MESSAGE
     event = AuditEvent.objects.get(action="job.failed", details__job=job.pk)
     assert event.outcome == "error" and event.details["reason"] == "queue unavailable"
+
+
+@pytest.mark.django_db
+def test_a_job_that_loses_its_lock_stops_at_its_next_check_and_fails_clearly(run_jobs):
+    """Redis forgot the lock mid-job (restart, flush, expiry): the job's next
+    safe point stops it instead of letting it change the database beside the
+    next lock holder."""
+    from hcapadmin.jobs import locks
+    from hcapadmin.jobs.queue import redis_connection
+
+    job, _ = submit("test.hold", {"tag": "lost", "drop_lock": True, "guard": 60}, request=admin_request(),
+                    target="hcap")
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == "failed", (job.error, job.log)
+    assert job.error.startswith("Stopped: this job lost its lock on hcap")
+    assert "another change on hcap could start beside it" in job.error
+    assert job.steps[-1] == {**job.steps[-1], "name": "Hold", "outcome": "failed"}
+    assert "FAILED: Stopped: this job lost its lock" in job.log
+    event = AuditEvent.objects.get(action="job.failed", details__job=job.pk)
+    assert event.outcome == "failure" and event.details["reason"] == "lock lost"
+    assert locks.holder(redis_connection(), "hcap") is None
+
+
+@pytest.mark.django_db
+def test_a_lock_taken_over_by_another_job_also_stops_the_first(run_jobs):
+    """The lock expired and another job took it: the owner check is by job id."""
+    from hcapadmin.jobs import locks
+    from hcapadmin.jobs.queue import redis_connection
+
+    conn = redis_connection()
+    job, _ = submit("test.hold", {"tag": "taken", "lock_taken_by": 888888, "guard": 60}, request=admin_request(),
+                    target="taken-db")
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == "failed" and "lost its lock on taken-db" in job.error
+    assert locks.holder(conn, "taken-db") == 888888  # the other job's lock is left alone
+    locks.release(conn, "taken-db", 888888)

@@ -1,7 +1,10 @@
 """Backup job kinds: manual backup and verification.
 
 ``take_backup(ctx)`` runs a backup inside any job (the migrations feature
-calls it for its pre-migration backup)."""
+calls it for its pre-migration backup).  Both kinds are mutating: they hold
+the managed database's lock (``hcapadmin.jobs.services.default_target()``),
+so a verification's restore load never overlaps a backup, a migration apply
+or a restore."""
 
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def run_manual_backup(ctx, params) -> dict:
     return result
 
 
-@job_kind("backup.verify", title="Verify backup", mutating=False, timeout=3 * 3600, cancellable=True,
+@job_kind("backup.verify", title="Verify backup", mutating=True, timeout=3 * 3600, cancellable=True,
           advice="(a throwaway database named hcapadmin_verify_* may be left on the server; it can be dropped)")
 def run_verify(ctx, params) -> dict:
     name = params.get("name")

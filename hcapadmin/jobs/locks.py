@@ -56,6 +56,12 @@ def release(conn, target: str, job_pk: int) -> bool:
     return bool(conn.eval(_RELEASE, 1, lock_key(target), owner_value(job_pk)))
 
 
+def holds(conn, target: str, job_pk: int) -> bool:
+    """True while job ``job_pk`` owns the lock on ``target``."""
+    value = conn.get(lock_key(target))
+    return value is not None and value.decode() == owner_value(job_pk)
+
+
 def holder(conn, target: str) -> int | None:
     value = conn.get(lock_key(target))
     if not value:

@@ -4,6 +4,12 @@ with a ``JobContext``, and records every lifecycle change (with an audit
 event) on the Job row.  A heartbeat thread keeps ``heartbeat_at`` fresh and
 refreshes the lock; the sweeper (hcapadmin.jobs.services.sweep) marks jobs
 whose heartbeat went stale as ``abandoned``.
+
+A mutating job that loses its lock (Redis restarted or flushed, or the lock
+expired because nothing could refresh it) must not go on changing the
+database beside whichever job takes the lock next: ``ctx.check_cancelled()``,
+the safe point every kind already calls, raises ``JobLockLost`` and the job
+fails with a message saying so.
 """
 
 from __future__ import annotations
@@ -43,6 +49,17 @@ class JobCancelled(Exception):
     """Raised by ``ctx.check_cancelled()`` when someone cancelled the job."""
 
 
+class JobLockLost(Exception):
+    """Raised by ``ctx.check_cancelled()`` when a mutating job no longer holds
+    its target lock."""
+
+
+def lock_lost_message(target: str) -> str:
+    return (f"Stopped: this job lost its lock on {target} (the lock expired or Redis lost it), so another change "
+            f"on {target} could start beside it. The job stopped at its next safe point; check the job list for "
+            "overlapping changes and what the last step did before trying again.")
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -67,6 +84,11 @@ class JobContext:
         self._last_flush = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+        # Set by hold_lock() once a mutating job holds its target lock.
+        self._lock_redis = None
+        self._heartbeat: Heartbeat | None = None
+        self._lock_confirmed = 0.0
+        self._lock_lost = False
 
     # -- public API ------------------------------------------------------------
     @contextmanager
@@ -120,8 +142,41 @@ class JobContext:
         return self._cancelled
 
     def check_cancelled(self) -> None:
+        """The safe point kinds call between pieces of work: raises
+        JobLockLost when the target lock is gone, JobCancelled on cancel."""
+        self.check_lock()
         if self.is_cancelled():
             raise JobCancelled("cancelled on request")
+
+    def hold_lock(self, redis_conn, heartbeat: Heartbeat | None) -> None:
+        self._lock_redis = redis_conn
+        self._heartbeat = heartbeat
+        self._lock_confirmed = time.monotonic()
+
+    def check_lock(self) -> None:
+        """Raise JobLockLost when this job held the target lock and no longer
+        does.  Asks Redis at most every CANCEL_CHECK_SECONDS; while Redis
+        cannot be asked, the lock counts as held until its TTL has run out
+        since it was last seen held."""
+        if self._lock_redis is None:
+            return
+        if not self._lock_lost and self._heartbeat is not None and self._heartbeat.lock_lost:
+            self._lock_lost = True
+        now = time.monotonic()
+        if not self._lock_lost and now - self._lock_confirmed >= CANCEL_CHECK_SECONDS:
+            try:
+                held = locks.holds(self._lock_redis, self.target, self.job.pk)
+            except Exception as exc:  # Redis unreachable: cannot tell yet
+                logger.warning("job %s: cannot check the lock on %s: %s", self.job.pk, self.target, exc)
+                if now - self._lock_confirmed >= locks.ttl():
+                    self._lock_lost = True
+            else:
+                if held:
+                    self._lock_confirmed = now
+                else:
+                    self._lock_lost = True
+        if self._lock_lost:
+            raise JobLockLost(lock_lost_message(self.target))
 
     # -- internals ---------------------------------------------------------------
     def _end_step(self, entry: dict, outcome: str) -> None:
@@ -163,6 +218,8 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.holds_lock = False
         self.lock_lost = False
+        self.db_failures = 0  # counters, for the log and the tests
+        self.lock_refreshes = 0
         self._stop_event = threading.Event()
 
     def stop(self) -> None:
@@ -172,14 +229,31 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stop_event.wait(self.interval):
-                try:
-                    Job.objects.filter(pk=self.job_pk).update(heartbeat_at=_now())
-                    if self.holds_lock and not locks.refresh(self.redis, self.target, self.job_pk):
-                        self.lock_lost = True
-                except Exception as exc:  # keep beating; the sweeper tolerates gaps
-                    logger.warning("job %s heartbeat failed: %s", self.job_pk, exc)
+                self.beat()
         finally:
             connection.close()
+
+    def beat(self) -> None:
+        """One beat.  The job row and the lock are refreshed independently:
+        the portal database being unreachable must not let the lock expire
+        (another job would take it while this one still runs)."""
+        try:
+            Job.objects.filter(pk=self.job_pk).update(heartbeat_at=_now())
+        except Exception as exc:  # keep beating; the sweeper tolerates gaps
+            self.db_failures += 1
+            logger.warning("job %s heartbeat: updating the job row failed: %s", self.job_pk, exc)
+            connection.close()  # a broken connection is replaced at the next beat
+        if self.holds_lock and not self.lock_lost:
+            try:
+                refreshed = locks.refresh(self.redis, self.target, self.job_pk)
+            except Exception as exc:  # Redis unreachable: the job's check() decides once the TTL ran out
+                logger.warning("job %s heartbeat: refreshing the lock on %s failed: %s", self.job_pk, self.target,
+                               exc)
+            else:
+                if refreshed:
+                    self.lock_refreshes += 1
+                else:
+                    self.lock_lost = True
 
 
 def _transition(job: Job, from_statuses, to_status: str, action: str, *, actor: str = "system",
@@ -204,6 +278,7 @@ def _wait_for_lock(ctx: JobContext, job: Job, redis_conn, heartbeat: Heartbeat |
         if locks.try_acquire(redis_conn, job.target, job.pk):
             if heartbeat is not None:
                 heartbeat.holds_lock = True
+            ctx.hold_lock(redis_conn, heartbeat)
             if announced:
                 ctx.log(f"Lock on {job.target} acquired.")
             return True
@@ -288,6 +363,9 @@ def _execute(job_pk: int) -> str:
         except JobTimeoutException:
             message = f"Stopped: the job ran longer than its limit of {kind.timeout} seconds."
             return _fail(ctx, job, message, "timeout")
+        except JobLockLost as exc:
+            logger.error("job %s (%s): lost its lock on %s; stopped", job.pk, job.kind, job.target)
+            return _fail(ctx, job, str(exc), "lock lost")
         except OpsError as exc:
             return _fail(ctx, job, str(exc) or type(exc).__name__, "error")
         except Exception as exc:
@@ -304,7 +382,7 @@ def _execute(job_pk: int) -> str:
     finally:
         if heartbeat is not None:
             heartbeat.stop()
-            if heartbeat.lock_lost:
+            if heartbeat.lock_lost and not ctx._lock_lost:  # lost after the job's last check
                 logger.error("job %s: the lock on %s expired while the job ran (worker paused longer than the "
                              "lock TTL?); another mutating job may have started", job.pk, job.target)
                 Job.objects.filter(pk=job.pk).update(log=Concat(F("log"), Value(

@@ -207,9 +207,13 @@ def _abandon(job: Job, heartbeat_at, why: str) -> bool:
 
 
 def default_target() -> str:
-    """The target (lock scope) for jobs on the managed HCAP database: the
-    database name of HCAPADMIN_MANAGED_DATABASE_URL (local) or
-    HCAPADMIN_TARGET_DATABASE (default "hcap")."""
+    """The one name jobs on the managed HCAP database lock on (and audit as
+    their target): backups, verifications, migration applies and restores all
+    submit with it, so that on either platform two of them never run at once.
+    HCAPADMIN_TARGET_DATABASE when set; otherwise, on the local driver, the
+    database name of HCAPADMIN_MANAGED_DATABASE_URL; otherwise "hcap".  (On
+    OpenShift that URL only serves to read ``pgmigrations``; backups and
+    migrations run in the pods, on the database the pods are configured with.)"""
     name = getattr(settings, "TARGET_DATABASE", None)
     if name:
         return name
