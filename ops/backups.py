@@ -489,13 +489,15 @@ def _copy_end(block: bytes, pos: int) -> int:
     data at a line that is exactly ``\\.`` (with ``\\n`` or ``\\r\\n``)."""
     at = pos
     while True:
-        if block.startswith(b"\\.", at) and block[at + 2:at + 3] in (b"\n", b"") or block.startswith(b"\\.\r\n", at):
+        # backslash-dot is rare inside data (a data backslash is doubled), a newline is everywhere: find the former
+        at = block.find(b"\\.", at)
+        if at < 0:
+            return -1
+        if (at == pos or block[at - 1] == 0x0A) and (block[at + 2:at + 3] in (b"\n", b"")
+                                                    or block.startswith(b"\r\n", at + 2)):
             eol = block.find(b"\n", at)
             return len(block) if eol < 0 else eol + 1
-        found = block.find(b"\n\\.", at)
-        if found < 0:
-            return -1
-        at = found + 1
+        at += 2
 
 
 def check_sql_file(fh, *, chunk_size: int = 1 << 20) -> int:
