@@ -11,6 +11,12 @@ file: the data never passes through Python and never touches disk
 uncompressed, so memory stays flat whatever the database size, and dumping
 and compressing run in parallel.  Passwords travel in ``PGPASSWORD``, never
 on a command line.
+
+``verify_local`` restores a backup into a throwaway server of the backup's
+major version (``ops.pgsandbox``), never the live one.  Whatever is fed to
+psql -- by verification now, by restores later -- goes through
+``SafeSQLReader``, which refuses psql meta-commands other than the ones
+pg_dump writes and puts psql in ``\\restrict`` mode.
 """
 
 from __future__ import annotations
@@ -321,8 +327,10 @@ COPY_START_RE = re.compile(rb"COPY " + _IDENT + rb"(?:\." + _IDENT + rb")? (?:\(
                            + rb")*\))? FROM stdin;\r?\n?")
 # The meta-commands pg_dump and pg_dumpall write, in the forms they write them
 # (appendPsqlMetaConnect: a plain name, or -reuse-previous=on "dbname='...'").
+# A database name holding "=" or ":" is refused: libpq would read it as a
+# connection string or URI, which can name another host.
 RESTRICT_RE = re.compile(rb"\\(?P<un>un)?restrict [A-Za-z0-9]+")
-CONNECT_RE = re.compile(rb"""\\connect (?:[A-Za-z0-9_.]+|-reuse-previous=on "dbname='(?:[^'"\\\n]|'')*'")""")
+CONNECT_RE = re.compile(rb"""\\connect (?:[A-Za-z0-9_.]+|-reuse-previous=on "dbname='(?:[^'"\\\n=:]|'')*'")""")
 # Lines worth a closer look outside COPY data: a COPY line, or one whose
 # first non-blank character is a backslash (psql runs it as a meta-command).
 _INTERESTING_RE = re.compile(rb"^(?:[ \t\r\f\v]*\\|COPY |-- PostgreSQL database cluster dump)", re.M)
@@ -667,7 +675,8 @@ def verify_local(path: str, *, log: Log | None = None, check: Check | None = Non
                 log(f"Started a throwaway PostgreSQL {major} server in {server.folder}")
                 env = server.env()
                 with psycopg.connect(server.conninfo("postgres"), autocommit=True) as admin:
-                    admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname)))
+                    if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+                        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname)))
                 if check:
                     check()
                 log(f"Restoring into database {dbname} of the throwaway server")

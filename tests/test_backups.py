@@ -416,3 +416,30 @@ def test_full_disk_during_backup_reports_the_compressors_error(full_backup_dir, 
         assert [p for p in full_backup_dir.rglob("*") if p.is_file()] == []
     finally:
         pg.psql("DROP DATABASE big_src")
+
+
+def test_sql_reader_lets_through_only_pg_dumps_own_meta_commands():
+    import io
+
+    def run(text, chunk_size=5):
+        reader = backups.SafeSQLReader(io.BytesIO(text.encode()), chunk_size=chunk_size)
+        return reader, b"".join(iter(lambda: reader.read(3), b"")).decode()
+
+    reader, out = run("SELECT 1;\n\\restrict abc123\n\\connect hcap\n"
+                      "\\connect -reuse-previous=on \"dbname='my db'\"\n\\unrestrict abc123\n")
+    key = reader.restrict_key
+    assert reader.preamble.decode() == f"\\restrict {key}\n" and len(key) >= 32
+    # the file's own \restrict lines are blanked; \connect runs outside the reader's restricted mode only
+    assert out == (f"SELECT 1;\n\n\\unrestrict {key}\n\\connect hcap\n\\restrict {key}\n"
+                   f"\\unrestrict {key}\n\\connect -reuse-previous=on \"dbname='my db'\"\n\\restrict {key}\n\n")
+    for bad in ("\\connect hcap evil.example", "\\connect -reuse-previous=on \"dbname='host=evil.example'\"",
+                "\\connect -reuse-previous=on \"dbname='postgresql://evil'\"", "\\c hcap", "\\restrict a b",
+                "\\gexec", "\t\\o /tmp/out", "COPY t TO stdout; -- FROM stdin;\n\\! id"):
+        with pytest.raises(backups.UnsafeSQL) as info:
+            run(f"SELECT 1;\n{bad}\n")
+        assert str(info.value).startswith("line 2:") or str(info.value).startswith("line 3:"), str(info.value)
+    # in pg_dumpall's roles section nothing is COPY data
+    with pytest.raises(backups.UnsafeSQL, match="line 3: psql meta-command \\\\!"):
+        run("-- PostgreSQL database cluster dump\nCOPY public.t (a) FROM stdin;\n\\! id\n\\.\n")
+    _, out = run("-- PostgreSQL database cluster dump complete\nCOPY public.t (a) FROM stdin;\n\\! id\n\\.\n")
+    assert "\\! id" in out
