@@ -134,6 +134,9 @@ class ThrowawayPostgres:
     def __enter__(self) -> "ThrowawayPostgres":
         try:
             self._start()
+        except OSError as exc:  # no room or no permission for the folder, a binary that cannot run
+            self.close()
+            raise Unavailable(f"could not start a throwaway PostgreSQL server: {exc}") from None
         except BaseException:
             self.close()
             raise
