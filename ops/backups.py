@@ -469,10 +469,10 @@ class SafeSQLReader:
         raise UnsafeSQL(f"line {number}: psql meta-command {name}{where} is not allowed in a backup "
                         "(only \\connect, \\restrict and \\unrestrict, as pg_dump writes them)")
 
-    def peek_major(self, limit: int = 64 << 20) -> int:
+    def peek_major(self) -> int:
         """The PostgreSQL major version in pg_dump's "Dumped from database
         version" header line, read ahead (and checked) without consuming."""
-        from ops.pgsandbox import DUMPED_FROM_RE
+        from ops.pgsandbox import DUMPED_FROM_RE, HEADER_SEARCH_BYTES as limit
 
         pos = self._off
         while True:

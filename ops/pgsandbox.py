@@ -15,8 +15,9 @@ exit always stops the server and deletes the folder.  The server also gets a
 parent-death signal (``setpriv --pdeathsig``), so it stops even if the worker
 itself is killed outright.
 
-The server must be the backup's major version: ``major_from_header`` reads
-pg_dump's ``-- Dumped from database version N.x`` line, and ``bindir`` finds
+The server must be the backup's major version: pg_dump's ``-- Dumped from
+database version N.x`` line (``DUMPED_FROM_RE``, read ahead by
+``ops.backups.SafeSQLReader.peek_major``) gives it, and ``bindir`` finds
 ``/usr/lib/postgresql/N/bin`` (Debian's layout) or says clearly that this major
 version is not installed.
 
@@ -68,16 +69,6 @@ START_DEADLINE_SECONDS = 120
 Check = Callable[[], None]
 
 
-def major_from_header(lines) -> int | None:
-    """The major version in pg_dump's "Dumped from database version" line
-    among ``lines`` (an iterable of bytes lines), or None."""
-    for line in lines:
-        match = DUMPED_FROM_RE.match(line)
-        if match:
-            return int(match.group(1))
-    return None
-
-
 def bindir(major: int) -> Path:
     """The server binaries of PostgreSQL ``major``; Unavailable if that
     version is not installed on this machine."""
@@ -86,7 +77,8 @@ def bindir(major: int) -> Path:
         installed = sorted(p.parent.name for p in PG_ROOT.glob("*/bin/initdb")) if PG_ROOT.is_dir() else []
         raise Unavailable(
             f"the backup was taken from PostgreSQL {major}, but PostgreSQL {major} is not installed on the worker "
-            f"({path} is missing; installed: {', '.join(installed) or 'none'}); install postgresql-{major} to verify it")
+            f"({path} is missing; installed: {', '.join(installed) or 'none'}); "
+            f"install postgresql-{major} to verify it")
     return path
 
 
