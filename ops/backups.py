@@ -11,6 +11,12 @@ file: the data never passes through Python and never touches disk
 uncompressed, so memory stays flat whatever the database size, and dumping
 and compressing run in parallel.  Passwords travel in ``PGPASSWORD``, never
 on a command line.
+
+``verify_local`` restores a backup into a throwaway server of the backup's
+major version (``ops.pgsandbox``), never the live one.  Whatever is fed to
+psql -- by verification now, by restores later -- goes through
+``SafeSQLReader``, which refuses psql meta-commands other than the ones
+pg_dump writes and puts psql in ``\\restrict`` mode.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -195,6 +202,19 @@ def _wait(proc: subprocess.Popen, check: Check | None, tick: Callable[[], None] 
             tick()
 
 
+def _failure(program: str, rc: int, err) -> str:
+    """"<program> failed (exit N | killed by SIGX): <its last stderr line>"."""
+    detail = _stderr_text(err).splitlines()
+    if rc < 0:
+        try:
+            how = f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            how = f"killed by signal {-rc}"
+    else:
+        how = f"exit {rc}"
+    return f"{program} failed ({how}): {detail[-1] if detail else 'no output'}"
+
+
 def compressor_argv() -> list[str]:
     return ["pigz", "-c"] if shutil.which("pigz") else ["gzip", "-c"]
 
@@ -255,15 +275,21 @@ def local_backup(conninfo: str, backup_dir: str, host: str, *, now: datetime | N
                 procs.append(proc)
                 rc = _wait(proc, check, written)
                 if rc != 0:
-                    detail = _stderr_text(err).splitlines()
-                    raise OpsError(f"{argv[0]} failed (exit {rc}): {detail[-1] if detail else 'no output'}")
+                    if rc == -signal.SIGPIPE or comp.poll() is not None:
+                        # The dump lost its reader: the compressor stopped (a full disk, a write error).
+                        # Its exit and message are the real cause; a dump killed by SIGPIPE says nothing.
+                        comp_rc = _wait(comp, check)
+                        if comp_rc != 0:
+                            raise OpsError(_failure(compressor[0], comp_rc, errors[0]))
+                    raise OpsError(_failure(argv[0], rc, err))
             comp.stdin.close()
             rc = _wait(comp, check)
             if rc != 0:
-                detail = _stderr_text(errors[0]).splitlines()
-                raise OpsError(f"{compressor[0]} failed (exit {rc}): {detail[-1] if detail else 'no output'}")
-            out.flush()
-            os.fsync(out.fileno())
+                raise OpsError(_failure(compressor[0], rc, errors[0]))
+            try:
+                os.fsync(out.fileno())
+            except OSError as exc:
+                raise OpsError(f"writing {name} failed: {exc.strerror}") from None
         stamp = when.timestamp()
         os.utime(partial, (stamp, stamp))
         os.rename(partial, final)
@@ -287,6 +313,225 @@ def local_backup(conninfo: str, backup_dir: str, host: str, *, now: datetime | N
     return entry_from_path(str(final.relative_to(backup_dir)), size, str(backup_dir))
 
 
+# --- what may reach psql -----------------------------------------------------------
+class UnsafeSQL(VerifyFailed):
+    """A file meant for psql holds something psql must not run (a meta-command)."""
+
+
+# pg_dump's own COPY line: ``COPY schema.table (col, ...) FROM stdin;`` with
+# identifiers either plain lower-case or double-quoted.  Only such a line opens a
+# data block: a looser match (``COPY (SELECT 1) TO stdout -- FROM stdin;``) could
+# make data of what psql runs as commands.
+_IDENT = rb'(?:[a-z_][a-z0-9_$]*|"(?:[^"\n]|"")+")'
+COPY_START_RE = re.compile(rb"COPY " + _IDENT + rb"(?:\." + _IDENT + rb")? (?:\(" + _IDENT + rb"(?:, " + _IDENT
+                           + rb")*\))? FROM stdin;\r?\n?")
+# The meta-commands pg_dump and pg_dumpall write, in the forms they write them
+# (appendPsqlMetaConnect: a plain name, or -reuse-previous=on "dbname='...'").
+# A database name holding "=" or ":" is refused: libpq would read it as a
+# connection string or URI, which can name another host.
+RESTRICT_RE = re.compile(rb"\\(?P<un>un)?restrict [A-Za-z0-9]+")
+CONNECT_RE = re.compile(rb"""\\connect (?:[A-Za-z0-9_.]+|-reuse-previous=on "dbname='(?:[^'"\\\n=:]|'')*'")""")
+# Lines worth a closer look outside COPY data: a COPY line, or one whose
+# first non-blank character is a backslash (psql runs it as a meta-command).
+_INTERESTING_RE = re.compile(rb"^(?:[ \t\r\f\v]*\\|COPY |-- PostgreSQL database cluster dump)", re.M)
+# psql versions with ``\restrict`` (the fix for CVE-2025-8714): major -> first minor.
+_RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+
+
+class SafeSQLReader:
+    """A read-only, streaming view of a plain SQL file (``readline``, ``read``,
+    iteration) that lets through only what psql may run: it refuses, with
+    ``UnsafeSQL`` naming the line, every psql meta-command outside COPY data
+    except the ``\\connect``, ``\\restrict`` and ``\\unrestrict`` lines
+    pg_dump and pg_dumpall write.  Lines inside a ``COPY ... FROM stdin;``
+    block up to its ``\\.`` line are data (rows may begin with ``\\N`` and
+    other escapes) and pass unexamined, found with ``bytes.find`` so the
+    data moves at C speed; nothing is held but one chunk.
+
+    ``restricted`` (the default) prepares a second line of defence: the
+    reader draws a secret key, and a psql fed ``reader.preamble`` first
+    (``\\restrict <key>``) refuses every meta-command but
+    ``\\unrestrict <key>``, which the file cannot know.  The file's own
+    ``\\restrict``/``\\unrestrict`` lines become blank lines and an allowed
+    ``\\connect`` is wrapped in ``\\unrestrict``/``\\restrict``, so psql
+    itself refuses any other meta-command, including one this line-based
+    filter cannot see (after SQL on the same line, or after a COPY
+    statement the server rejected).  Inside pg_dumpall's roles section
+    (from its "cluster dump" header to its "cluster dump complete" line),
+    which never holds COPY data and is restored without ON_ERROR_STOP,
+    every line counts as commands."""
+
+    def __init__(self, raw, *, restricted: bool = True, chunk_size: int = 1 << 20):
+        self._raw = raw
+        self._chunk = chunk_size
+        self._rest = b""  # raw bytes after the last complete line read so far
+        self._ready = b""  # checked bytes not yet handed out
+        self._off = 0
+        self._eof = False
+        self.restrict_key = secrets.token_hex(24) if restricted else None
+        self.allow_copy = True
+        self.in_copy = False
+        self.lines_checked = 0
+
+    @property
+    def preamble(self) -> bytes:
+        """What psql must read first for the restricted mode (see above)."""
+        return b"\\restrict " + self.restrict_key.encode() + b"\n" if self.restrict_key else b""
+
+    # -- file-like interface -----------------------------------------------------
+    def readline(self) -> bytes:
+        while True:
+            end = self._ready.find(b"\n", self._off)
+            if end >= 0 or self._eof:
+                end = len(self._ready) if end < 0 else end + 1
+                line = self._ready[self._off:end]
+                self._off = end
+                return line
+            self._fill()
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._eof and (size < 0 or len(self._ready) - self._off < size):
+            self._fill()
+        end = len(self._ready) if size < 0 else min(len(self._ready), self._off + size)
+        data = self._ready[self._off:end]
+        self._off = end
+        return data
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    # -- checking --------------------------------------------------------------------
+    def _fill(self) -> None:
+        data = self._raw.read(self._chunk)
+        if not data:
+            self._eof = True
+            block, self._rest = self._rest, b""
+        else:
+            data = self._rest + data if self._rest else data
+            cut = data.rfind(b"\n") + 1
+            block, self._rest = data[:cut], data[cut:]
+        checked = self._scan(block) if block else b""
+        self._ready = self._ready[self._off:] + checked
+        self._off = 0
+
+    def _scan(self, block: bytes) -> bytes:
+        """Check ``block`` (whole lines, or the file's last bytes)."""
+        out = []
+        pos, size = 0, len(block)
+        while pos < size:
+            if self.in_copy:
+                end = _copy_end(block, pos)
+                stop = size if end < 0 else end
+                self.lines_checked += block.count(b"\n", pos, stop)
+                out.append(block[pos:stop])
+                pos = stop
+                if end >= 0:
+                    self.in_copy = False
+                continue
+            match = _INTERESTING_RE.search(block, pos)
+            if match is None:
+                self.lines_checked += block.count(b"\n", pos)
+                out.append(block[pos:])
+                break
+            start = match.start()
+            self.lines_checked += block.count(b"\n", pos, start)
+            out.append(block[pos:start])
+            eol = block.find(b"\n", start)
+            pos = size if eol < 0 else eol + 1
+            out.append(self._line(block[start:pos], self.lines_checked + 1))
+            self.lines_checked += 1
+        return b"".join(out)
+
+    def _line(self, line: bytes, number: int) -> bytes:
+        if line.startswith(b"-- "):
+            self.allow_copy = ROLES_END_MARKER.encode() in line
+            return line
+        if line.startswith(b"COPY "):
+            if self.allow_copy and COPY_START_RE.fullmatch(line):
+                self.in_copy = True
+            return line
+        command = line.strip()
+        if RESTRICT_RE.fullmatch(command):
+            return b"\n" if self.restrict_key else line
+        if CONNECT_RE.fullmatch(command):
+            if self.restrict_key:
+                key = self.restrict_key.encode()
+                return b"\\unrestrict " + key + b"\n" + command + b"\n\\restrict " + key + b"\n"
+            return line
+        name = re.match(rb"\\[^\s\\]{0,20}", command).group().decode("utf-8", "replace")
+        where = " outside a COPY ... FROM stdin block" if self.allow_copy else ""
+        raise UnsafeSQL(f"line {number}: psql meta-command {name}{where} is not allowed in a backup "
+                        "(only \\connect, \\restrict and \\unrestrict, as pg_dump writes them)")
+
+    def peek_major(self) -> int:
+        """The PostgreSQL major version in pg_dump's "Dumped from database
+        version" header line, read ahead (and checked) without consuming."""
+        from ops.pgsandbox import DUMPED_FROM_RE, HEADER_SEARCH_BYTES as limit
+
+        pos = self._off
+        while True:
+            end = self._ready.find(b"\n", pos)
+            if end < 0:
+                if self._eof or len(self._ready) - self._off > limit:
+                    raise VerifyFailed("no pg_dump header (\"-- Dumped from database version\") found: "
+                                       "this is not a pg_dump plain-format file")
+                pos -= self._off
+                self._fill()
+                pos += self._off
+                continue
+            match = DUMPED_FROM_RE.match(self._ready, pos)
+            if match:
+                return int(match.group(1))
+            pos = end + 1
+
+
+def _copy_end(block: bytes, pos: int) -> int:
+    """Index just after the ``\\.`` line ending the COPY data that starts at
+    ``pos`` (a line start), or -1 if it is not in ``block``.  psql ends COPY
+    data at a line that is exactly ``\\.`` (with ``\\n`` or ``\\r\\n``)."""
+    at = pos
+    while True:
+        # backslash-dot is rare inside data (a data backslash is doubled), a newline is everywhere: find the former
+        at = block.find(b"\\.", at)
+        if at < 0:
+            return -1
+        if (at == pos or block[at - 1] == 0x0A) and (block[at + 2:at + 3] in (b"\n", b"")
+                                                    or block.startswith(b"\r\n", at + 2)):
+            eol = block.find(b"\n", at)
+            return len(block) if eol < 0 else eol + 1
+        at += 2
+
+
+def check_sql_file(fh, *, chunk_size: int = 1 << 20) -> int:
+    """Read a whole decompressed SQL stream through SafeSQLReader without
+    running it (a restore can refuse a file before touching anything);
+    returns the number of lines.  Raises UnsafeSQL."""
+    reader = SafeSQLReader(fh, restricted=False, chunk_size=chunk_size)
+    while reader.read(chunk_size):
+        pass
+    return reader.lines_checked
+
+
+def require_restrict(psql: str = "psql") -> None:
+    """Unavailable unless ``psql`` has ``\\restrict`` (SafeSQLReader's second
+    line of defence)."""
+    try:
+        out = subprocess.run([psql, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+    except FileNotFoundError:
+        raise Unavailable(f"{psql} is not installed on the worker") from None
+    match = re.search(r"\b(\d+)\.(\d+)", out)
+    major, minor = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if major < 13 or minor < _RESTRICT_SINCE.get(major, 0):
+        raise Unavailable(f"{psql} is version {major}.{minor}, which lacks \\restrict; "
+                          "update the PostgreSQL client packages (13.22, 14.19, 15.14, 16.10, 17.6 or later)")
+
+
 # --- verification ----------------------------------------------------------------
 def _benign(line: str) -> bool:
     return any(p.match(line) for p in BENIGN_ROLE_ERRORS)
@@ -296,17 +541,23 @@ def _error_lines(text: str) -> list[str]:
     lines = []
     for raw in text.splitlines():
         line = re.sub(r"^psql:[^:]*:\d+:\s*", "", raw.strip())
-        if line.startswith(("ERROR:", "FATAL:")):
+        if line.startswith(("ERROR:", "FATAL:")) or "backslash commands are restricted" in line:
             lines.append(line)
     return lines
 
 
-def restore_stream(fh, conninfo: str, env: dict, *, log: Log, check: Check | None = None) -> dict:
+def restore_stream(fh, conninfo: str, env: dict, *, log: Log, check: Check | None = None, psql: str = "psql") -> dict:
     """Restore a decompressed backup stream (binary file object) into the
     database of ``conninfo``: the roles section without ON_ERROR_STOP, each
     error checked against BENIGN_ROLE_ERRORS, then the dump with
-    ``ON_ERROR_STOP=1``.  Raises VerifyFailed."""
-    psql = ["psql", "-X", "-q", f"--dbname={conninfo}"]
+    ``ON_ERROR_STOP=1``.  Everything passes through SafeSQLReader and each
+    psql runs restricted (its ``preamble``).  Raises VerifyFailed (UnsafeSQL
+    for a refused meta-command)."""
+    require_restrict(psql)
+    if not isinstance(fh, SafeSQLReader) or not fh.restrict_key:
+        fh = SafeSQLReader(fh)
+    preamble = fh.preamble
+    argv = [psql, "-X", "-q", f"--dbname={conninfo}"]
     first = fh.readline()
     benign = 0
     pending = first
@@ -322,10 +573,10 @@ def restore_stream(fh, conninfo: str, env: dict, *, log: Log, check: Check | Non
         pending = b"".join(head)
         if is_roles:
             with tempfile.TemporaryFile() as err:
-                proc = subprocess.Popen(psql + ["-v", "ON_ERROR_STOP=0"], stdin=subprocess.PIPE,
+                proc = subprocess.Popen(argv + ["-v", "ON_ERROR_STOP=0"], stdin=subprocess.PIPE,
                                         stdout=subprocess.DEVNULL, stderr=err, env=env)
                 try:
-                    proc.stdin.write(pending)
+                    proc.stdin.write(preamble + pending)
                     for line in fh:
                         proc.stdin.write(line)
                         if line.startswith(ROLES_END_MARKER.encode()):
@@ -345,14 +596,15 @@ def restore_stream(fh, conninfo: str, env: dict, *, log: Log, check: Check | Non
             log(f"Roles restored ({benign} expected 'already exists' errors ignored)")
             pending = b""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(psql + ["-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv + ["-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=err, env=env)
         try:
-            if pending:
-                proc.stdin.write(pending)
+            proc.stdin.write(preamble + pending)
             total = len(pending)
             last_log = time.monotonic()
             while True:
+                if check:
+                    check()
                 chunk = fh.read(1 << 20)
                 if not chunk:
                     break
@@ -361,8 +613,6 @@ def restore_stream(fh, conninfo: str, env: dict, *, log: Log, check: Check | Non
                 except BrokenPipeError:
                     break  # psql stopped on an error; reported below
                 total += len(chunk)
-                if check:
-                    check()
                 if time.monotonic() - last_log > 5:
                     last_log = time.monotonic()
                     log(f"  {total / 1e6:,.0f} MB of SQL restored")
@@ -375,7 +625,8 @@ def restore_stream(fh, conninfo: str, env: dict, *, log: Log, check: Check | Non
             _kill([proc])
             raise
         if rc != 0:
-            errors = _error_lines(_stderr_text(err)) or [_stderr_text(err)[-300:] or f"psql exit {rc}"]
+            text = _stderr_text(err)
+            errors = _error_lines(text) or [text.splitlines()[-1][-300:] if text else f"psql exit {rc}"]
             raise VerifyFailed(f"restoring the dump stopped: {errors[0]}")
     return {"benign_role_errors": benign}
 
@@ -399,38 +650,49 @@ def check_restored(conninfo: str, env: dict, *, largest: int = 5) -> dict:
     return {"tables": len(tables), "row_counts": counts}
 
 
-def verify_local(conninfo: str, path: str, *, log: Log | None = None, check: Check | None = None) -> dict:
-    """Restore the backup at ``path`` into a throwaway database on the server
-    of ``conninfo``, check it (tables present, row counts of the largest
-    tables), drop it.  Returns the findings; raises VerifyFailed."""
+def verify_local(path: str, *, log: Log | None = None, check: Check | None = None, workdir: str | None = None) -> dict:
+    """Restore the backup at ``path`` into a throwaway PostgreSQL server of
+    the backup's major version that this process starts in a temporary
+    folder (under ``workdir``, default the system temporary folder), check
+    it (tables present, row counts of the largest tables), stop the server
+    and remove the folder.  The live server is never touched.  Returns the
+    findings; raises VerifyFailed, or Unavailable when the backup's major
+    version is not installed."""
     import psycopg
 
+    from ops.pgsandbox import ThrowawayPostgres
+
     log = log or (lambda line: None)
-    safe_conninfo, env, _dbname = split_conninfo(conninfo)
-    throwaway = f"hcapadmin_verify_{secrets.token_hex(6)}"
-    target = _with_dbname(safe_conninfo, throwaway)
     if not Path(path).is_file():
         raise NotFound(f"backup file {Path(path).name} is gone")
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(throwaway)))
-    log(f"Restoring into throwaway database {throwaway}")
+    match = parse_name(Path(path).name)
+    dbname = match["database"] if match else "verify"
     try:
-        try:
-            with gzip.open(path, "rb") as fh:
-                found = restore_stream(fh, target, env, log=log, check=check)
-        except (EOFError, gzip.BadGzipFile, OSError, zlib_error()) as exc:
-            raise VerifyFailed(f"the file is truncated or corrupt ({exc})") from None
-        log("Checking the restored database")
-        found.update(check_restored(target, env))
-        if found["tables"] == 0:
-            raise VerifyFailed("the restored database has no tables")
-        for table, count in found["row_counts"].items():
-            log(f"  {table}: {count:,} rows")
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                psycopg.sql.Identifier(throwaway)))
-        log(f"Dropped {throwaway}")
+        with gzip.open(path, "rb") as raw:
+            reader = SafeSQLReader(raw)
+            major = reader.peek_major()
+            with ThrowawayPostgres(major, check=check, parent=workdir) as server:
+                log(f"Started a throwaway PostgreSQL {major} server in {server.folder}")
+                env = server.env()
+                with psycopg.connect(server.conninfo("postgres"), autocommit=True) as admin:
+                    if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+                        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname)))
+                if check:
+                    check()
+                log(f"Restoring into database {dbname} of the throwaway server")
+                target = server.conninfo(dbname)
+                found = restore_stream(reader, target, env, log=log, check=check, psql=server.psql)
+                log("Checking the restored database")
+                found.update(check_restored(target, env))
+                folder = server.folder
+            log(f"Stopped the throwaway server and removed {folder}")
+    except (EOFError, gzip.BadGzipFile, zlib_error()) as exc:
+        raise VerifyFailed(f"the file is truncated or corrupt ({exc})") from None
+    if found["tables"] == 0:
+        raise VerifyFailed("the restored database has no tables")
+    for table, count in found["row_counts"].items():
+        log(f"  {table}: {count:,} rows")
+    found["postgres_major"] = major
     return found
 
 

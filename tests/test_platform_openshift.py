@@ -4,7 +4,7 @@ real HTTPS and the websocket exec channel protocol."""
 from __future__ import annotations
 
 import json
-import time
+import threading
 
 import pytest
 
@@ -80,14 +80,17 @@ def test_listing_runs_find_as_argv_and_parses_lines_split_across_frames(standin,
 
 
 def test_manual_backup_streams_backup_sh_output_as_it_arrives(standin, driver, backup_pod):
-    arrivals = []
+    first_logged = threading.Event()
+    streamed = []
 
     def handler(req, ws):
         command = req.query["command"]
         if command == ["./backup.sh", "-1"]:
             ws.send_channel(1, "Backing up 'hcap-patroni/hcap' to '/backups/daily/2026-11-25/" + NEW + ".in_pro")
             ws.send_channel(1, "gress' ...\n")
-            time.sleep(0.6)
+            # The rest is sent only once the first line is in the job log: a driver that logged only at the
+            # end would leave this waiting (the generous limit only keeps a broken driver from hanging the test).
+            streamed.append(first_logged.wait(timeout=60))
             ws.send_channel(2, "pg_dump: warning: something harmless\n")
             ws.send_channel(1, "Elapsed time: 0h:0m:5s - Status Code: 0\n")
             ws.send_channel(1, f"Database backup written to /backups/daily/2026-11-25/{NEW}\n")
@@ -98,12 +101,18 @@ def test_manual_backup_streams_backup_sh_output_as_it_arrives(standin, driver, b
 
     standin.websocket(EXEC, handler)
     lines = []
-    entry = driver.take_backup(log=lambda line: (lines.append(line), arrivals.append(time.monotonic())))
+
+    def log(line):
+        lines.append(line)
+        if line.startswith("Backing up"):
+            first_logged.set()
+
+    entry = driver.take_backup(log=log)
     assert entry.name == NEW and entry.size_bytes == 5300000 and not entry.in_progress
     assert lines[0] == f"Running ./backup.sh -1 in pod {POD}"
     assert lines[1].startswith("Backing up 'hcap-patroni/hcap'") and lines[1].endswith(".in_progress' ...")
     assert "pg_dump: warning: something harmless" in lines
-    assert arrivals[2] - arrivals[1] > 0.4  # streamed: the first line was logged before the rest existed
+    assert streamed == [True]  # the first line was logged before the rest existed
 
 
 def test_backup_sh_failing_is_a_clear_error(standin, driver, backup_pod):

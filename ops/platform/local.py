@@ -49,7 +49,8 @@ class LocalDriver(PlatformDriver):
     def verify_backup(self, entry, *, log=None, check=None) -> dict:
         from ops.backups import verify_local
 
-        return verify_local(self.database_conninfo, entry.path, log=log, check=check)
+        # in a throwaway server this worker starts, never on the managed one
+        return verify_local(entry.path, log=log, check=check)
 
     def cluster_members(self, timeout: float = 3.0) -> dict:
         """Patroni's REST API ``GET /cluster`` when HCAPADMIN_PATRONI_URL is set,
