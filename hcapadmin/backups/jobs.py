@@ -39,7 +39,8 @@ def run_manual_backup(ctx, params) -> dict:
 
 
 @job_kind("backup.verify", title="Verify backup", mutating=True, timeout=3 * 3600, cancellable=True,
-          advice="(a throwaway database named hcapadmin_verify_* may be left on the server; it can be dropped)")
+          advice="(if the worker was killed, a stopped throwaway server folder hcapadmin-verify-* may be left in its "
+                 "temporary folder; it can be deleted. The live server is never touched by a verify)")
 def run_verify(ctx, params) -> dict:
     name = params.get("name")
     with ctx.step("Find backup"):
@@ -50,7 +51,7 @@ def run_verify(ctx, params) -> dict:
         ctx.log(f"{entry.path}: {entry.size_bytes / 1e6:,.1f} MB, taken {entry.created_at:%Y-%m-%d %H:%M:%S} UTC")
     ctx.progress(0.05)
     try:
-        with ctx.step("Restore into a throwaway database and check"):
+        with ctx.step("Restore into a throwaway server and check"):
             findings = get_driver().verify_backup(entry, log=ctx.log, check=ctx.check_cancelled)
     except VerifyFailed as exc:
         _record(ctx, entry, False, str(exc), {})
