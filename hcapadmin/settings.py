@@ -158,8 +158,8 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env.integer("HCAPADMIN_LOCKOUT_FAILURES", 5, minimum=1)
 AXES_COOLOFF_TIME = env.integer("HCAPADMIN_LOCKOUT_MINUTES", 15, minimum=1) / 60  # hours
-# Per client address always, per account when there is one (a failed token
-# login has no account name): see hcapadmin.accounts.auth.
+# Per account and per (client address, account), never per address alone;
+# bad OpenShift tokens per (address, token counter): see hcapadmin.accounts.auth.
 AXES_LOCKOUT_PARAMETERS = "hcapadmin.accounts.auth.axes_lockout_parameters"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False

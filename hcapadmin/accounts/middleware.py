@@ -55,7 +55,7 @@ class PrincipalMiddleware:
         scheme = scheme.lower()
         if scheme == "bearer":
             request._dont_enforce_csrf_checks = True
-            if authn.token_login_enabled() and authn.is_locked_out(request, None):
+            if authn.token_login_enabled() and authn.is_locked_out(request, authn.BEARER_ACCOUNT):
                 from hcapadmin.audit.models import record
 
                 record("login.lockout", request=request, actor="anonymous", outcome="denied",
@@ -83,7 +83,7 @@ class PrincipalMiddleware:
 
         record("login.failure", request=request, actor="anonymous", outcome="failure",
                details={"method": "bearer", "reason": error})
-        if authn.register_failure(request, None):
+        if authn.register_failure(request, authn.BEARER_ACCOUNT):
             record("login.lockout", request=request, actor="anonymous", outcome="denied",
                    details={"method": "bearer"})
 
