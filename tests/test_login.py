@@ -366,3 +366,17 @@ def test_switching_from_token_to_local_login_drops_the_token(client, openshift_i
     assert response.status_code == 302
     assert b'data-testid="user-name">auditor<' in client.get("/").content
     assert all("hcap_token" not in s.get_decoded() for s in Session.objects.all())
+
+
+@pytest.mark.django_db
+def test_login_marks_token_and_password_sensitive(client, openshift_identities, demo_users):
+    """Django's error reports (and anything using its filter) hide them."""
+    from django.views.debug import SafeExceptionReporterFilter
+
+    hidden = SafeExceptionReporterFilter.cleansed_substitute
+    response = client.post("/login/", {"token": "sha256~not-a-valid-token-zzz"})
+    shown = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    assert shown["token"] == hidden
+    response = client.post("/login/", {"username": "admin", "password": "wrong-pw-zzz"})
+    shown = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    assert shown["password"] == hidden and shown["username"] == "admin"

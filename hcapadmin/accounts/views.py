@@ -13,6 +13,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from hcapadmin.accounts import auth as authn
@@ -151,6 +152,7 @@ def _local_login(request):
     return _page(request, form=form, status=401)
 
 
+@sensitive_post_parameters("token", "password")  # hidden from error reports
 @never_cache
 @require_http_methods(["GET", "POST"])
 def login(request):
