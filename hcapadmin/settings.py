@@ -118,7 +118,8 @@ PATRONI_URL = env.url("HCAPADMIN_PATRONI_URL", None, schemes=("http", "https"))
 BACKUP_HOST = env.string("HCAPADMIN_BACKUP_HOST", "hcap-patroni")
 NODE_PG_MIGRATE = env.string("HCAPADMIN_NODE_PG_MIGRATE", str(BASE_DIR / "node_modules" / ".bin" / "node-pg-migrate"))
 # openshift driver
-OPENSHIFT_API_URL = env.url("HCAPADMIN_OPENSHIFT_API_URL", None, schemes=("https", "http"))
+# https only: user tokens and the service account token never cross in clear text.
+OPENSHIFT_API_URL = env.url("HCAPADMIN_OPENSHIFT_API_URL", None, schemes=("https",))
 OPENSHIFT_CA_FILE = env.string("HCAPADMIN_OPENSHIFT_CA_FILE", None)
 OPENSHIFT_NAMESPACE = env.string("HCAPADMIN_OPENSHIFT_NAMESPACE", None)
 OPENSHIFT_TOKEN = env.secret("HCAPADMIN_OPENSHIFT_TOKEN")  # service account; in-cluster when unset

@@ -380,3 +380,10 @@ def test_login_marks_token_and_password_sensitive(client, openshift_identities, 
     response = client.post("/login/", {"username": "admin", "password": "wrong-pw-zzz"})
     shown = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
     assert shown["password"] == hidden and shown["username"] == "admin"
+
+
+def test_login_client_refuses_a_plain_http_api():
+    from hcapadmin.accounts.openshift import OpenShiftAuth
+
+    with pytest.raises(ValueError, match="https"):
+        OpenShiftAuth("http://api.cluster.example:6443")
