@@ -118,7 +118,8 @@ PATRONI_URL = env.url("HCAPADMIN_PATRONI_URL", None, schemes=("http", "https"))
 BACKUP_HOST = env.string("HCAPADMIN_BACKUP_HOST", "hcap-patroni")
 NODE_PG_MIGRATE = env.string("HCAPADMIN_NODE_PG_MIGRATE", str(BASE_DIR / "node_modules" / ".bin" / "node-pg-migrate"))
 # openshift driver
-OPENSHIFT_API_URL = env.url("HCAPADMIN_OPENSHIFT_API_URL", None, schemes=("https", "http"))
+# https only: user tokens and the service account token never cross in clear text.
+OPENSHIFT_API_URL = env.url("HCAPADMIN_OPENSHIFT_API_URL", None, schemes=("https",))
 OPENSHIFT_CA_FILE = env.string("HCAPADMIN_OPENSHIFT_CA_FILE", None)
 OPENSHIFT_NAMESPACE = env.string("HCAPADMIN_OPENSHIFT_NAMESPACE", None)
 OPENSHIFT_TOKEN = env.secret("HCAPADMIN_OPENSHIFT_TOKEN")  # service account; in-cluster when unset
@@ -158,8 +159,8 @@ AUTHENTICATION_BACKENDS = [
 ]
 AXES_FAILURE_LIMIT = env.integer("HCAPADMIN_LOCKOUT_FAILURES", 5, minimum=1)
 AXES_COOLOFF_TIME = env.integer("HCAPADMIN_LOCKOUT_MINUTES", 15, minimum=1) / 60  # hours
-# Per client address always, per account when there is one (a failed token
-# login has no account name): see hcapadmin.accounts.auth.
+# Per account and per (client address, account), never per address alone;
+# bad OpenShift tokens per (address, token counter): see hcapadmin.accounts.auth.
 AXES_LOCKOUT_PARAMETERS = "hcapadmin.accounts.auth.axes_lockout_parameters"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False

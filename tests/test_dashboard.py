@@ -67,7 +67,11 @@ def test_dashboard_without_backups_and_with_patroni_rest_api(client_as, tmp_path
     assert "The cluster state cannot be read" in html and "unreachable" in html
 
 
-def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client_as, standin, settings):
+def _openshift_dashboard(client_as, standin, settings):
+    """The dashboard of the OpenShift driver against the stand-in API: the
+    catalog by exec in the backup pod, Patroni from pods and the leader
+    ConfigMap.  Returns the page's HTML."""
+    from hcapadmin.core.platform import _cached
     from tests.test_platform_openshift import EXEC, LISTING, NS, PODS, exit_status, pod, pod_list
 
     settings.PLATFORM = "openshift"
@@ -75,6 +79,7 @@ def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client
     settings.OPENSHIFT_NAMESPACE = NS
     settings.OPENSHIFT_TOKEN = "sa-token"
     settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
+    _cached.cache_clear()  # a driver built now, under this test's environment
 
     def pods(req):
         selector = req.query.get("labelSelector", [""])[0]
@@ -94,8 +99,31 @@ def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client
                   lambda req: (200, {"kind": "ConfigMap", "apiVersion": "v1",
                                      "metadata": {"name": "hcap-patroni-leader",
                                                   "annotations": {"leader": "hcap-patroni-0"}}}))
-    html = client_as("viewer").get("/").content.decode()
+    try:
+        return client_as("viewer").get("/").content.decode()
+    finally:
+        _cached.cache_clear()
+
+
+def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client_as, standin, settings):
+    html = _openshift_dashboard(client_as, standin, settings)
     assert "hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz" in html
     assert 'data-testid="cluster-leader">hcap-patroni-0<' in html and "hcap-patroni-1" in html
     assert "1 backup being written now." in html
     assert all("sa-token" not in r.path for r in standin.requests)
+
+
+def test_openshift_driver_ignores_proxy_environment(client_as, standin, settings, monkeypatch):
+    """The service account token goes straight to the API: a proxy named in
+    the environment (here a port nobody listens on) is used neither for REST
+    calls nor for exec's websocket."""
+    from devtools.services import free_port
+
+    proxy = f"http://127.0.0.1:{free_port()}"
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    html = _openshift_dashboard(client_as, standin, settings)
+    assert "hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz" in html  # exec in the backup pod
+    assert 'data-testid="cluster-leader">hcap-patroni-0<' in html  # REST calls

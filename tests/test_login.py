@@ -366,3 +366,86 @@ def test_switching_from_token_to_local_login_drops_the_token(client, openshift_i
     assert response.status_code == 302
     assert b'data-testid="user-name">auditor<' in client.get("/").content
     assert all("hcap_token" not in s.get_decoded() for s in Session.objects.all())
+
+
+@pytest.mark.django_db
+def test_login_marks_token_and_password_sensitive(client, openshift_identities, demo_users):
+    """Django's error reports (and anything using its filter) hide them."""
+    from django.views.debug import SafeExceptionReporterFilter
+
+    hidden = SafeExceptionReporterFilter.cleansed_substitute
+    response = client.post("/login/", {"token": "sha256~not-a-valid-token-zzz"})
+    shown = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    assert shown["token"] == hidden
+    response = client.post("/login/", {"username": "admin", "password": "wrong-pw-zzz"})
+    shown = SafeExceptionReporterFilter().get_post_parameters(response.wsgi_request)
+    assert shown["password"] == hidden and shown["username"] == "admin"
+
+
+def test_login_client_refuses_a_plain_http_api():
+    from hcapadmin.accounts.openshift import OpenShiftAuth
+
+    with pytest.raises(ValueError, match="https"):
+        OpenShiftAuth("http://api.cluster.example:6443")
+
+
+# --- exports re-check a token session's roles ----------------------------------------
+def test_every_export_url_is_marked():
+    from django.urls import get_resolver
+
+    from hcapadmin.accounts.middleware import EXPORT_VIEWS
+
+    names = {name for name in get_resolver().reverse_dict if isinstance(name, str) and "export" in name}
+    assert names and names <= EXPORT_VIEWS
+
+
+@pytest.mark.django_db
+def test_export_rechecks_roles_like_a_state_change(client, settings, openshift_identities):
+    settings.ROLE_RECHECK_SECONDS = 0
+    client.post("/login/", {"token": openshift_identities.AUDITOR})
+    n = len(openshift_identities.calls())
+    assert client.get("/audit/").status_code == 200
+    assert len(openshift_identities.calls()) == n  # a plain read uses the login-time review
+    response = client.get("/audit/export.csv")
+    assert response.status_code == 200 and response["Content-Disposition"].endswith('.csv"')
+    assert len(openshift_identities.calls()) == n + 1
+    openshift_identities.tokens[openshift_identities.AUDITOR] = ("olga", ["hcap-viewers"])  # auditor role removed
+    assert client.get("/audit/export.json").status_code == 403
+    assert len(openshift_identities.calls()) == n + 2
+    assert b'data-testid="user-roles">viewer<' in client.get("/").content
+
+
+@pytest.mark.django_db
+def test_export_refused_while_openshift_cannot_be_reached(client, settings, openshift_identities):
+    from devtools.services import free_port
+
+    settings.ROLE_RECHECK_SECONDS = 0
+    client.post("/login/", {"token": openshift_identities.ADMIN})
+    exports_before = AuditEvent.objects.filter(action__in=("logs.export", "audit.export")).count()
+    settings.OPENSHIFT_API_URL = f"https://127.0.0.1:{free_port()}"  # nobody answers there
+    response = client.get("/logs/export?format=csv")
+    assert response.status_code == 503
+    assert b"Exports need your roles confirmed with OpenShift" in response.content
+    assert b"nothing was exported" in response.content
+    assert "Content-Disposition" not in response
+    assert AuditEvent.objects.filter(action__in=("logs.export", "audit.export")).count() == exports_before
+    assert client.get("/").status_code == 200  # plain reads keep the last review's roles
+
+
+@pytest.mark.django_db
+def test_export_with_a_revoked_token_ends_the_session(client, settings, openshift_identities):
+    settings.ROLE_RECHECK_SECONDS = 0
+    client.post("/login/", {"token": openshift_identities.AUDITOR})
+    del openshift_identities.tokens[openshift_identities.AUDITOR]
+    response = client.get("/audit/export.csv")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    (expired,) = events("session.expired")
+    assert expired.actor == "olga" and expired.details == {"reason": "token_rejected"}
+    assert not events("audit.export")
+
+
+@pytest.mark.django_db
+def test_local_account_exports_need_no_openshift(client_as, settings):
+    settings.ROLE_RECHECK_SECONDS = 0
+    settings.OPENSHIFT_API_URL = None
+    assert client_as("auditor").get("/audit/export.csv").status_code == 200

@@ -86,3 +86,15 @@ def test_production_settings_pass_check_deploy():
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "System check identified no issues" in result.stdout
+
+
+def test_openshift_api_url_must_be_https():
+    """Tokens are sent there: never in clear text."""
+    result = _django_check({"HCAPADMIN_OPENSHIFT_API_URL": "http://api.cluster.example:6443"})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "HCAPADMIN_OPENSHIFT_API_URL='http://api.cluster.example:6443': expected a URL with scheme https" in result.stderr
+    from ops.platform.openshift import OpenShiftDriver
+
+    with pytest.raises(ValueError, match="https"):
+        OpenShiftDriver(api_url="http://api.cluster.example:6443", namespace="hcap-prod", token="t")

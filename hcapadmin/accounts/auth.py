@@ -183,20 +183,41 @@ def parse_basic(value: str) -> tuple[str, str] | None:
 
 
 # --- axes glue ------------------------------------------------------------------------------
+# Failed logins are counted by django-axes under an "account" name.  OpenShift
+# tokens carry no name before they are reviewed, so a failed token login and a
+# rejected Bearer token are counted under these two names instead.  Both hold
+# a ":", which Django's username validator refuses and which HTTP Basic cannot
+# carry in a user name, so no local account can share their counters.
+TOKEN_FORM_ACCOUNT = ":openshift-token-login"
+BEARER_ACCOUNT = ":openshift-bearer-token"
+TOKEN_ACCOUNTS = (TOKEN_FORM_ACCOUNT, BEARER_ACCOUNT)
+
+
 def axes_lockout_parameters(request_or_attempt, credentials=None):
-    """Per client address always; per account when there is an account name.
-    A failed token login has no account name, so it counts only against the
-    client address (keying on an empty name would lock everybody out)."""
+    """What a failure counts against (AXES_LOCKOUT_PARAMETERS).
+
+    A named account: per (client address, account) and per account, so
+    guessing one account's password locks that account only; never per
+    address alone, because behind OpenShift's router many users share one
+    address and one person could otherwise lock everybody out.
+    A token login or Bearer token: per (client address, that token counter)
+    only: bad tokens slow down the address that sends them, for that kind of
+    login only, and never lock a local account or another address.
+    """
     if credentials:
         username = credentials.get("username")
     elif hasattr(request_or_attempt, "META"):
         username = request_or_attempt.POST.get("username") if request_or_attempt.method == "POST" else None
     else:
         username = getattr(request_or_attempt, "username", None)
-    return [["ip_address"], ["username"]] if username else [["ip_address"]]
+    if not username or username in TOKEN_ACCOUNTS:
+        return [["ip_address", "username"]]
+    return [["ip_address", "username"], ["username"]]
 
 
 def is_locked_out(request, username: str | None) -> bool:
+    """Whether ``username`` (a local account name, or one of TOKEN_ACCOUNTS)
+    is locked for this request's client."""
     from axes.handlers.proxy import AxesProxyHandler
 
     return not AxesProxyHandler.is_allowed(request, {"username": username})

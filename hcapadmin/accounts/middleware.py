@@ -9,9 +9,11 @@ Sources, in order:
 - The session: an OpenShift token login, or a local account.
 
 Session rules: idle longer than HCAPADMIN_SESSION_IDLE_SECONDS ends the
-session; token sessions are re-reviewed before state-changing requests (at
-most every HCAPADMIN_ROLE_RECHECK_SECONDS) and every few minutes otherwise;
-a 401 from the API ends the session.  Both are audited as session.expired.
+session; token sessions are re-reviewed before state-changing requests and
+exports (EXPORT_VIEWS; at most every HCAPADMIN_ROLE_RECHECK_SECONDS) and every
+few minutes otherwise, and those requests are refused (503) while OpenShift
+cannot confirm the roles.  Idleness and a 401 from the API end the session;
+both are audited as session.expired.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ from hcapadmin.core.api import json_error
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SAFE_RECHECK_SECONDS = 300
+# Reads that export data in bulk (view names, as in the apps' urls.py): a
+# token session's roles are re-checked before them like before a
+# state-changing request.  tests/test_login.py checks every URL named
+# "*export*" is listed here.
+EXPORT_VIEWS = frozenset({"audit_export_csv", "audit_export_json", "logs-export"})
+UNCONFIRMED_CHANGE = "Your roles could not be confirmed with OpenShift just now; nothing was changed. Try again."
+UNCONFIRMED_EXPORT = ("Exports need your roles confirmed with OpenShift, which cannot be reached just now; "
+                      "nothing was exported. Try again later.")
 LAST_SEEN_RESOLUTION = 10  # seconds: avoid a session write on every request
 
 
@@ -55,7 +65,7 @@ class PrincipalMiddleware:
         scheme = scheme.lower()
         if scheme == "bearer":
             request._dont_enforce_csrf_checks = True
-            if authn.token_login_enabled() and authn.is_locked_out(request, None):
+            if authn.token_login_enabled() and authn.is_locked_out(request, authn.BEARER_ACCOUNT):
                 from hcapadmin.audit.models import record
 
                 record("login.lockout", request=request, actor="anonymous", outcome="denied",
@@ -83,7 +93,7 @@ class PrincipalMiddleware:
 
         record("login.failure", request=request, actor="anonymous", outcome="failure",
                details={"method": "bearer", "reason": error})
-        if authn.register_failure(request, None):
+        if authn.register_failure(request, authn.BEARER_ACCOUNT):
             record("login.lockout", request=request, actor="anonymous", outcome="denied",
                    details={"method": "bearer"})
 
@@ -128,9 +138,32 @@ class PrincipalMiddleware:
             return None
         principal = authn.principal_from_dict(data)
         unsafe = request.method not in SAFE_METHODS and request.path not in ("/logout/", "/login/")
+        return self._review_if_due(request, principal, strict=unsafe, refused=UNCONFIRMED_CHANGE)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        """Exports are reads that hand out data in bulk: a token session's
+        roles are re-checked before them as before a state-changing request,
+        and while OpenShift cannot confirm them the export is refused."""
+        match = getattr(request, "resolver_match", None)
+        principal = request.principal
+        if (match is None or match.view_name not in EXPORT_VIEWS or request.auth_via != "session"
+                or principal is None or principal.source != "openshift"):
+            return None
+        return self._review_if_due(request, principal, strict=True, refused=UNCONFIRMED_EXPORT)
+
+    def _review_if_due(self, request, principal: Principal, *, strict: bool, refused: str):
+        """Review a token session's roles with OpenShift when the last review
+        is too old (HCAPADMIN_ROLE_RECHECK_SECONDS when ``strict``, else
+        SAFE_RECHECK_SECONDS), then set request.principal.  Returns a 503
+        response with ``refused`` when a strict review cannot be made, or None
+        (request.principal is None when the session ended)."""
+        session = request.session
+        request.principal, request.auth_via = None, None
+        name, groups = principal.name, list(principal.groups)
+        now = time.time()
         age = now - float(session.get(authn.SESSION_CHECKED) or 0)
         recheck = settings.ROLE_RECHECK_SECONDS
-        if (unsafe and age >= recheck) or age >= max(SAFE_RECHECK_SECONDS, recheck):
+        if (strict and age >= recheck) or age >= max(SAFE_RECHECK_SECONDS, recheck):
             token = authn.decrypt_token(session.get(authn.SESSION_TOKEN) or "")
             if token is None or not authn.token_login_enabled():
                 self._expire(request, name, groups, "token_unreadable")
@@ -144,10 +177,9 @@ class PrincipalMiddleware:
                 fresh = Principal(name=exc.identity.name, groups=exc.identity.groups, roles=frozenset(),
                                   source="openshift")
             except ReviewError:
-                if unsafe:  # fail closed: roles cannot be confirmed
-                    message = "Your roles could not be confirmed with OpenShift just now; nothing was changed. Try again."
-                    return json_error(message, 503) if _is_api(request) else _unavailable(request, message)
-                fresh = principal  # a read-only request may use the roles from the last review
+                if strict:  # fail closed: roles cannot be confirmed
+                    return json_error(refused, 503) if _is_api(request) else _unavailable(request, refused)
+                fresh = principal  # a plain read may use the roles from the last review
             if fresh.name != principal.name:
                 self._expire(request, name, groups, "identity_changed")
                 return None

@@ -149,6 +149,8 @@ class OpenShiftAuth:
     def __init__(self, api_url: str, ca_file: str | None = None, timeout: float = 10.0):
         if not api_url:
             raise ValueError("api_url is required")
+        if not api_url.lower().startswith("https://"):
+            raise ValueError("api_url must be an https:// URL (tokens never cross in clear text)")
         self.api_url = api_url.rstrip("/")
         self.verify = ca_file or True  # never False: TLS is always checked
         self.timeout = (min(5.0, timeout), timeout)

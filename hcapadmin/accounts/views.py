@@ -13,6 +13,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
 from hcapadmin.accounts import auth as authn
@@ -30,7 +31,11 @@ from hcapadmin.accounts.openshift import (
 from hcapadmin.audit.models import record
 from hcapadmin.core.api import json_error
 
-LOCKED_MESSAGE = "Too many failed attempts from here. Login is locked for a while; try again later."
+LOCKED_MESSAGE = "Too many failed attempts. Login is locked for a while; try again later."
+# What each lockout covers (see hcapadmin.accounts.auth.axes_lockout_parameters).
+TOKEN_LOCKED_MESSAGE = ("Too many failed attempts: token login from this address is locked for a while; "
+                        "try again later.")
+ACCOUNT_LOCKED_MESSAGE = "Too many failed attempts for this account: it is locked for a while; try again later."
 
 
 def _safe_next(request) -> str:
@@ -61,19 +66,19 @@ def _fail(request, reason: str, message: str, status: int, *, actor="anonymous",
     details = {"method": "token", "reason": reason, **(extra or {})}
     record("login.failure", request=request, actor=actor, actor_groups=list(groups), target=actor,
            outcome=outcome, details=details)
-    if count and authn.register_failure(request, None):
+    if count and authn.register_failure(request, authn.TOKEN_FORM_ACCOUNT):
         record("login.lockout", request=request, actor=actor, target=actor, outcome="denied",
                details={"method": "token"})
-        return _page(request, token_error=LOCKED_MESSAGE, status=429, locked=True)
+        return _page(request, token_error=TOKEN_LOCKED_MESSAGE, status=429, locked=True)
     return _page(request, token_error=message, status=status)
 
 
 def _token_login(request):
     if not authn.token_login_enabled():
         return _page(request, token_error="OpenShift login is not configured on this portal.", status=400)
-    if authn.is_locked_out(request, None):
+    if authn.is_locked_out(request, authn.TOKEN_FORM_ACCOUNT):
         record("login.lockout", request=request, actor="anonymous", outcome="denied", details={"method": "token"})
-        return _page(request, token_error=LOCKED_MESSAGE, status=429, locked=True)
+        return _page(request, token_error=TOKEN_LOCKED_MESSAGE, status=429, locked=True)
     raw = request.POST.get("token", "")
     try:
         parsed = parse_login_input(raw)
@@ -126,7 +131,7 @@ def _local_login(request):
     if authn.is_locked_out(request, username):
         record("login.lockout", request=request, actor=username, target=username, outcome="denied",
                details={"method": "local"})
-        form.add_error(None, LOCKED_MESSAGE)
+        form.add_error(None, ACCOUNT_LOCKED_MESSAGE)
         return _page(request, form=form, status=429, locked=True)
     user = auth.authenticate(request, username=username, password=form.cleaned_data["password"])
     if user is not None:
@@ -141,12 +146,13 @@ def _local_login(request):
     if getattr(request, "axes_locked_out", False) or authn.is_locked_out(request, username):
         record("login.lockout", request=request, actor=username, target=username, outcome="denied",
                details={"method": "local"})
-        form.add_error(None, LOCKED_MESSAGE)
+        form.add_error(None, ACCOUNT_LOCKED_MESSAGE)
         return _page(request, form=form, status=429, locked=True)
     form.add_error(None, "Wrong username or password.")
     return _page(request, form=form, status=401)
 
 
+@sensitive_post_parameters("token", "password")  # hidden from error reports
 @never_cache
 @require_http_methods(["GET", "POST"])
 def login(request):

@@ -3,7 +3,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from hcapadmin.accounts.decorators import permission_required
-from hcapadmin.core.health import readiness
+from hcapadmin.core.health import public_summary, readiness
 
 
 @never_cache
@@ -13,8 +13,10 @@ def healthz(request):
 
 @never_cache
 def readyz(request):
+    """Anyone may ask (the probes are anonymous): ok/down per component, no
+    error text; the details go to the log and to admins on the dashboard."""
     result = readiness()
-    return JsonResponse(result, status=200 if result["status"] != "down" else 503)
+    return JsonResponse(public_summary(result), status=200 if result["status"] != "down" else 503)
 
 
 @never_cache
@@ -48,6 +50,8 @@ def dashboard(request):
         context["cluster"] = get_driver().cluster_members()
     except OpsError as exc:
         context["cluster_error"] = str(exc)
+    if request.principal.has_perm("operate"):  # admins: the readiness details /readyz does not show
+        context["health"] = readiness()
     return render(request, "core/dashboard.html", context)
 
 

@@ -85,8 +85,19 @@ class OpenShiftDriver(PlatformDriver):
         self.backup_root = backup_root.rstrip("/") or "/backups"
         self.backup_container = backup_container
         self.patroni_selector = patroni_selector or f"cluster-name={patroni_name}"
+        if not self.api_url.lower().startswith("https://"):
+            raise ValueError("api_url must be an https:// URL (the service account token never crosses in clear text)")
         configuration = k8s.Configuration()
         configuration.host = self.api_url
+        # Proxy environment variables (HTTPS_PROXY, ALL_PROXY, NO_PROXY) are
+        # ignored, as by the login client: the token goes straight to the API
+        # server.  The kubernetes client copies them into the configuration for
+        # REST calls, and websocket-client (exec) reads them again itself
+        # unless it is given a proxy together with a no-proxy list.  So: a
+        # proxy that "*" (every host) bypasses, for both.  Its name is in the
+        # reserved .invalid domain: were it ever used, nothing would be reached.
+        configuration.proxy = "http://proxy-never-used.invalid:9"
+        configuration.no_proxy = "*"
         if token is None:
             token = _in_cluster_token()
         if token:
