@@ -22,6 +22,9 @@ ALLOWED_HOSTS = env.csv_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.csv_list("CSRF_TRUSTED_ORIGINS", [])
 HTTPS = env.boolean("HCAPADMIN_HTTPS", True)
 TRUSTED_PROXY_HEADER = env.string("HCAPADMIN_TRUSTED_PROXY_HEADER", None)  # e.g. HTTP_X_FORWARDED_FOR
+# How many trusted proxies appended an entry to that header: the client is the
+# hops-th entry from the right (see hcapadmin/core/clientip.py).
+TRUSTED_PROXY_HOPS = env.integer("HCAPADMIN_TRUSTED_PROXY_HOPS", 1, minimum=1, maximum=10)
 ENVIRONMENT_NAME = env.string("HCAPADMIN_ENVIRONMENT_NAME", "sandbox" if SANDBOX else "")
 
 INSTALLED_APPS = [
