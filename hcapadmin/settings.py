@@ -189,6 +189,23 @@ ROLE_ACCESS_CHECKS = {
     "auditor": [{"verb": "get", "resource": "pods"}],
 }
 
+# --- Audit trail keys -------------------------------------------------------------------
+# HMAC keys of the audit chain, kept outside the portal database: "id:key"
+# entries separated by commas or new lines; the first signs new events, all
+# verify (rotation: put the new key first, keep the old ones listed).  The
+# sandbox and tests derive one from SECRET_KEY; everywhere else it is required.
+from hcapadmin.audit.keys import parse_audit_keys, sandbox_audit_keys  # noqa: E402
+
+_audit_key = env.secret("HCAPADMIN_AUDIT_KEY")
+if _audit_key:
+    AUDIT_KEYS = parse_audit_keys(_audit_key, "HCAPADMIN_AUDIT_KEY")
+elif SANDBOX or DEBUG or env.boolean("HCAPADMIN_TESTING", False):
+    AUDIT_KEYS = sandbox_audit_keys(SECRET_KEY)
+else:
+    raise ImproperlyConfigured(
+        "HCAPADMIN_AUDIT_KEY (or HCAPADMIN_AUDIT_KEY_FILE): required outside the sandbox; "
+        "expected id:key entries (key at least 32 characters), the first one signs")
+
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_AGE = 12 * 3600
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
