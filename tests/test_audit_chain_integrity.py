@@ -276,3 +276,23 @@ def test_migration_to_the_keyed_chain_keeps_existing_events_verifying():
     call_command("audit_verify", stdout=out)
     assert "audit chain intact: 5 events verified" in out.getvalue()
     assert "3 events were written before the chain was keyed" in out.getvalue()
+
+
+# --- explicit cases the property test is about ---------------------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize("kw", [
+    {"details": {"n": 1e16}},                        # jsonb prints it as 10000000000000000
+    {"details": {"n": 12345678901234567890.5}},
+    {"details": {"n": float("nan"), "m": float("-inf"), 1: "int key", "s": {1, 2}}},
+    {"details": {"big": 10**5000}},
+    {"user_agent": "\ud800" + "x" * 600},            # lone surrogate, longer than the column
+    {"actor": "é" * 300, "target": "\x00t" * 400},
+    {"source_ip": "::ffff:10.1.2.3"},
+    {"source_ip": "fe80::1%eth0"},
+    {"source_ip": "::1.2.3.4"},                      # PostgreSQL prints it dotted, Python does not
+])
+def test_odd_values_verify(kw):
+    record("test.odd", **kw)
+    record("test.after")
+    result = verify_chain()
+    assert result.ok and result.count == 2, result.reason
