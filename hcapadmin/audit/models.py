@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import math
+from functools import lru_cache
 from datetime import timezone as dt_timezone
 
 from django.conf import settings
@@ -122,9 +123,15 @@ def chain_hash(prev_hash: str, canonical_text: str) -> str:
     return digest.hexdigest()
 
 
+@lru_cache(maxsize=16)
+def _hmac_for(key: bytes):
+    # Keyed once; each event copies it (audit_verify hashes millions).
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 def keyed_hash(key: bytes, key_id: str, prev_hash: str, canonical_text: str) -> str:
     """HMAC-SHA-256 over the previous hash, the key id and the content."""
-    mac = hmac.new(key, digestmod=hashlib.sha256)
+    mac = _hmac_for(key).copy()
     mac.update(prev_hash.encode("ascii"))
     mac.update(b"\n")
     mac.update(key_id.encode("ascii"))

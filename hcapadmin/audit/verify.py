@@ -77,21 +77,17 @@ def _row_problem(row, keys, keyed_seen: bool) -> str:
     return ""
 
 
-def _anchor_ok(after_id: int, prev_hash: str, keys) -> tuple[bool, str]:
+def _anchor_ok(after_id: int, prev_hash: str, keys) -> tuple[bool, str, bool]:
+    """(ok, why not, whether the anchor event is keyed).  Unkeyed events only
+    ever come first, so a keyed anchor means keyed events were seen."""
     with connection.cursor() as cur:
         cur.execute(f"SELECT {COLUMNS} FROM {TABLE} WHERE id = %s", [after_id])
         row = cur.fetchone()
     if row is None:
-        return False, f"checkpoint event #{after_id} is missing"
+        return False, f"checkpoint event #{after_id} is missing", False
     if row[11] != prev_hash or _row_problem(row, keys, False):
-        return False, f"checkpoint event #{after_id} was altered"
-    return True, ""
-
-
-def _keyed_before(event_id: int) -> bool:
-    with connection.cursor() as cur:
-        cur.execute(f"SELECT EXISTS (SELECT 1 FROM {TABLE} WHERE id <= %s AND key_id <> %s)", [event_id, UNKEYED])
-        return cur.fetchone()[0]
+        return False, f"checkpoint event #{after_id} was altered", False
+    return True, "", row[12] != UNKEYED
 
 
 def verify_chain(after_id: int = 0, prev_hash: str = GENESIS_HASH, *, chunk: int = 5000,
@@ -101,11 +97,11 @@ def verify_chain(after_id: int = 0, prev_hash: str = GENESIS_HASH, *, chunk: int
     event or None when absent, number of verified events up to it)."""
     keys = audit_keys()
     watch = [None, 0]
+    keyed_seen = False
     if after_id:
-        ok, reason = _anchor_ok(after_id, prev_hash, keys)
+        ok, reason, keyed_seen = _anchor_ok(after_id, prev_hash, keys)
         if not ok:
             return VerifyResult(False, 0, 0, GENESIS_HASH, bad_id=after_id, reason=reason)
-    keyed_seen = bool(after_id) and _keyed_before(after_id)
     count, unkeyed, last_id, expected = 0, 0, after_id, prev_hash
 
     def result(ok=True, **kw):
@@ -197,14 +193,17 @@ def save_full_result(result: VerifyResult) -> None:
         with connection.cursor() as cur:  # not while a page view is moving the checkpoint
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [BADGE_LOCK_KEY])
         cp, cp_problem = load_checkpoint()
+        if cp_problem:
+            # Leave it as found: signing it would make its values look
+            # trustworthy, and resetting it would accept whatever chain is
+            # there now.  Every run fails until an operator deletes the row.
+            return
         if cp is None:
             cp = AuditCheckpoint(pk=1)
         if result.ok:
             cp.last_id, cp.last_hash, cp.events = result.last_id, result.last_hash, result.count
             cp.ok, cp.bad_id, cp.reason = True, None, ""
         else:
-            if cp_problem:  # believe nothing it says: start from the genesis, marked broken
-                cp.last_id, cp.last_hash, cp.events = 0, GENESIS_HASH, 0
             cp.ok, cp.bad_id, cp.reason = False, result.bad_id, result.reason[:300]
         cp.checked_at = cp.full_checked_at = now
         cp.sign()

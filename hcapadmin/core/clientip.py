@@ -20,6 +20,7 @@ Two jobs, in one place so the audit trail and the lockouts agree:
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -36,8 +37,12 @@ def normalise_ip(value) -> str | None:
     store it); ``[2001:db8::1]:443`` and ``10.0.0.1:5678`` -> the address
     without the port; anything else that is not an address -> None.
     """
-    if not isinstance(value, str):
-        return None
+    return _normalise_text(value) if isinstance(value, str) else None
+
+
+# audit_verify normalises every event's address, and the same few repeat.
+@lru_cache(maxsize=4096)
+def _normalise_text(value: str) -> str | None:
     text = value.strip()
     if not text or len(text) > _MAX_ADDRESS_TEXT or not text.isascii():
         return None
