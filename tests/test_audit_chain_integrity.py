@@ -301,3 +301,16 @@ def test_odd_values_verify(kw):
     record("test.after")
     result = verify_chain()
     assert result.ok and result.count == 2, result.reason
+
+
+@pytest.mark.django_db
+def test_non_hex_hashes_written_into_the_table_are_reported_not_a_500(client_as):
+    events = make(3)
+    badge_status()
+    triggers_off()
+    sql("UPDATE audit_auditevent SET prev_hash = 'é', hash = 'ü' WHERE id = %s", [events[-1].id])
+    triggers_on()
+    AuditCheckpoint.objects.filter(pk=1).update(last_hash="ü")
+    assert client_as("auditor").get("/audit/").status_code == 200
+    with pytest.raises(CommandError, match="BROKEN"):
+        call_command("audit_verify", stdout=io.StringIO())

@@ -117,7 +117,7 @@ def canonical(created_at, actor, actor_groups, source_ip, user_agent, action, ta
 def chain_hash(prev_hash: str, canonical_text: str) -> str:
     """The hash of an ``unkeyed`` event (before the chain was keyed)."""
     digest = hashlib.sha256()
-    digest.update(prev_hash.encode("ascii"))
+    digest.update(prev_hash.encode("utf-8"))  # ASCII hex unless a row was tampered with
     digest.update(b"\n")
     digest.update(canonical_text.encode("utf-8"))
     return digest.hexdigest()
@@ -132,9 +132,9 @@ def _hmac_for(key: bytes):
 def keyed_hash(key: bytes, key_id: str, prev_hash: str, canonical_text: str) -> str:
     """HMAC-SHA-256 over the previous hash, the key id and the content."""
     mac = _hmac_for(key).copy()
-    mac.update(prev_hash.encode("ascii"))
+    mac.update(prev_hash.encode("utf-8"))
     mac.update(b"\n")
-    mac.update(key_id.encode("ascii"))
+    mac.update(key_id.encode("utf-8"))
     mac.update(b"\n")
     mac.update(canonical_text.encode("utf-8"))
     return mac.hexdigest()
@@ -163,7 +163,7 @@ def event_hash(key_id, prev_hash, created_at, actor, actor_groups, source_ip, us
 
 def checkpoint_mac(key: bytes, last_id, last_hash, events, ok, bad_id) -> str:
     text = f"audit checkpoint\n{int(last_id)}\n{last_hash}\n{int(events)}\n{int(bool(ok))}\n{bad_id or ''}"
-    return hmac.new(key, text.encode("ascii"), hashlib.sha256).hexdigest()
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 class AuditCheckpoint(models.Model):
