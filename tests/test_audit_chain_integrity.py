@@ -304,11 +304,12 @@ def test_odd_values_verify(kw):
 
 
 @pytest.mark.django_db
-def test_non_hex_hashes_written_into_the_table_are_reported_not_a_500(client_as):
+def test_odd_values_written_into_the_table_are_reported_not_a_500(client_as):
     events = make(3)
     badge_status()
     triggers_off()
     sql("UPDATE audit_auditevent SET prev_hash = 'é', hash = 'ü' WHERE id = %s", [events[-1].id])
+    sql("UPDATE audit_auditevent SET actor_groups = '5' WHERE id = %s", [events[0].id])
     triggers_on()
     AuditCheckpoint.objects.filter(pk=1).update(last_hash="ü")
     assert client_as("auditor").get("/audit/").status_code == 200

@@ -103,7 +103,8 @@ def canonical(created_at, actor, actor_groups, source_ip, user_agent, action, ta
     body = {
         "created_at": created_at if isinstance(created_at, str) else utc_iso(created_at),
         "actor": actor,
-        "actor_groups": list(actor_groups or []),
+        # a list as written; anything else only if someone edited the row
+        "actor_groups": list(actor_groups) if isinstance(actor_groups, (list, tuple)) else (actor_groups or []),
         "source_ip": source_ip or None,
         "user_agent": user_agent or "",
         "action": action,
