@@ -22,6 +22,9 @@ ALLOWED_HOSTS = env.csv_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.csv_list("CSRF_TRUSTED_ORIGINS", [])
 HTTPS = env.boolean("HCAPADMIN_HTTPS", True)
 TRUSTED_PROXY_HEADER = env.string("HCAPADMIN_TRUSTED_PROXY_HEADER", None)  # e.g. HTTP_X_FORWARDED_FOR
+# How many trusted proxies appended an entry to that header: the client is the
+# hops-th entry from the right (see hcapadmin/core/clientip.py).
+TRUSTED_PROXY_HOPS = env.integer("HCAPADMIN_TRUSTED_PROXY_HOPS", 1, minimum=1, maximum=10)
 ENVIRONMENT_NAME = env.string("HCAPADMIN_ENVIRONMENT_NAME", "sandbox" if SANDBOX else "")
 
 INSTALLED_APPS = [
@@ -186,6 +189,23 @@ ROLE_ACCESS_CHECKS = {
     "approver": [{"verb": "get", "resource": "pods"}],
     "auditor": [{"verb": "get", "resource": "pods"}],
 }
+
+# --- Audit trail keys -------------------------------------------------------------------
+# HMAC keys of the audit chain, kept outside the portal database: "id:key"
+# entries separated by commas or new lines; the first signs new events, all
+# verify (rotation: put the new key first, keep the old ones listed).  The
+# sandbox and tests derive one from SECRET_KEY; everywhere else it is required.
+from hcapadmin.audit.keys import parse_audit_keys, sandbox_audit_keys  # noqa: E402
+
+_audit_key = env.secret("HCAPADMIN_AUDIT_KEY")
+if _audit_key:
+    AUDIT_KEYS = parse_audit_keys(_audit_key, "HCAPADMIN_AUDIT_KEY")
+elif SANDBOX or DEBUG or env.boolean("HCAPADMIN_TESTING", False):
+    AUDIT_KEYS = sandbox_audit_keys(SECRET_KEY)
+else:
+    raise ImproperlyConfigured(
+        "HCAPADMIN_AUDIT_KEY (or HCAPADMIN_AUDIT_KEY_FILE): required outside the sandbox; "
+        "expected id:key entries (key at least 32 characters), the first one signs")
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_AGE = 12 * 3600

@@ -81,7 +81,8 @@ def test_openshift_platform_requires_api_url():
 
 def test_production_settings_pass_check_deploy():
     result = _django_check(
-        {"SECRET_KEY": "k" * 30 + "-Zq8#x9!vB2@nM4$rT6&yU1*", "ALLOWED_HOSTS": "ops.example.gov.bc.ca"}, "--deploy",
+        {"SECRET_KEY": "k" * 30 + "-Zq8#x9!vB2@nM4$rT6&yU1*", "ALLOWED_HOSTS": "ops.example.gov.bc.ca",
+         "HCAPADMIN_AUDIT_KEY": "k1:" + "a" * 20 + "-Audit-Key-Not-For-Production"}, "--deploy",
         "--fail-level", "WARNING",
     )
     assert result.returncode == 0, result.stderr + result.stdout

@@ -4,7 +4,9 @@ GET /api/v1/audit.  Bad filter values raise FilterError (-> 400)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import re
 from datetime import datetime, time, timedelta
+from datetime import timezone as dt_timezone
 
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -51,25 +53,44 @@ class Filters:
         return dict(self.raw)
 
 
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# PostgreSQL's timestamptz holds these and Python's datetime arithmetic stays
+# in range; a bound outside them is clamped (it matches everything or nothing).
+_EARLIEST = datetime(1, 1, 2, tzinfo=dt_timezone.utc)
+_LATEST = datetime(9999, 12, 30, tzinfo=dt_timezone.utc)
+
+
 def _when(name: str, value: str, end: bool) -> datetime:
+    """A date or date-time in the local time zone (or with its own offset),
+    as an aware UTC datetime.  A date alone as the end of a range includes
+    that whole day.  Only ASCII digits count (``isdigit`` and ``\\d`` accept
+    other scripts' digits too)."""
+    expected = f"{name}: expected a date (YYYY-MM-DD) or date and time (YYYY-MM-DDTHH:MM)"
     value = value.strip()
+    if not value.isascii():
+        raise FilterError(expected)
     try:
-        parsed = parse_datetime(value)
-    except ValueError:
+        if _DATE_ONLY.fullmatch(value):
+            day = parse_date(value)
+            parsed = datetime.combine(day, time.min) if day is not None else None
+            whole_day = end
+        else:
+            parsed = parse_datetime(value)
+            whole_day = False
+    except (ValueError, OverflowError):  # well-formed but not a real date or offset
         parsed = None
     if parsed is None:
-        try:
-            day = parse_date(value)
-        except ValueError:
-            day = None
-        if day is None:
-            raise FilterError(f"{name}: expected a date (YYYY-MM-DD) or date and time (YYYY-MM-DDTHH:MM)")
-        parsed = datetime.combine(day, time.min)
-        if end:  # "until 2026-11-25" includes that whole day
+        raise FilterError(expected)
+    try:
+        if timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed)
+        parsed = parsed.astimezone(dt_timezone.utc)
+        if whole_day:  # "until 2026-11-25" includes that whole day
             parsed += timedelta(days=1)
-    if timezone.is_naive(parsed):
-        parsed = timezone.make_aware(parsed)
-    return parsed
+    except (OverflowError, ValueError):
+        # beyond year 1 or 9999 once converted to UTC
+        parsed = _EARLIEST if parsed.year < 5000 else _LATEST
+    return min(max(parsed, _EARLIEST), _LATEST)
 
 
 def parse_filters(params) -> Filters:
@@ -101,22 +122,34 @@ def parse_filters(params) -> Filters:
     return f
 
 
+# Largest id PostgreSQL's bigint holds.
+MAX_ID = 2**63 - 1
+_ASCII_INT = re.compile(r"[0-9]{1,20}")
+
+
+def _ascii_int(value: str) -> int | None:
+    # str.isdigit() and int() also accept other scripts' digits ("²", "٣").
+    return int(value) if _ASCII_INT.fullmatch(value) else None
+
+
 def parse_before(params) -> int | None:
     value = (params.get("before") or "").strip()
     if not value:
         return None
-    if not value.isdigit() or len(value) > 19 or int(value) < 1:
+    number = _ascii_int(value)
+    if number is None or not 1 <= number <= MAX_ID:
         raise FilterError("before: expected the positive integer cursor from a previous page")
-    return int(value)
+    return number
 
 
 def parse_limit(params, default: int = PAGE_SIZE) -> int:
     value = (params.get("limit") or "").strip()
     if not value:
         return default
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    number = _ascii_int(value)
+    if number is None or not 1 <= number <= MAX_LIMIT:
         raise FilterError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
-    return int(value)
+    return number
 
 
 def page(filters: Filters, before: int | None, limit: int) -> tuple[list[AuditEvent], int | None]:

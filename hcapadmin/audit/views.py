@@ -52,6 +52,8 @@ def audit_list(request):
 @require_GET
 @permission_required("audit")
 def audit_detail(request, pk: int):
+    if not 1 <= pk <= query.MAX_ID:  # beyond bigint: PostgreSQL would refuse the query
+        raise Http404("no such audit event")
     try:
         event = AuditEvent.objects.get(pk=pk)
     except AuditEvent.DoesNotExist:
