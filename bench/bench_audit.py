@@ -27,7 +27,9 @@ OUTCOMES = ["success", "success", "success", "failure", "denied"]
 
 
 def _rows(n: int):
-    from hcapadmin.audit.models import GENESIS_HASH, canonical, chain_hash
+    from hcapadmin.audit.models import GENESIS_HASH, audit_keys, event_hash
+
+    key_id = next(iter(audit_keys()))  # the key that signs new events, as record() uses
 
     start = datetime.now(timezone.utc) - timedelta(days=30)
     prev = GENESIS_HASH
@@ -41,9 +43,9 @@ def _rows(n: int):
         target = f"hcap-{i % 97}"
         outcome = OUTCOMES[i % len(OUTCOMES)]
         details = {"n": i, "note": "bench"}
-        digest = chain_hash(prev, canonical(created, actor, groups, ip, agent, action, target, outcome, details))
+        digest = event_hash(key_id, prev, created, actor, groups, ip, agent, action, target, outcome, details)
         yield (created, actor, json.dumps(groups), ip, agent, action, target, outcome, json.dumps(details), prev,
-               digest)
+               digest, key_id)
         prev = digest
 
 
@@ -54,7 +56,7 @@ def _load(n: int) -> float:
     with connection.cursor() as cur:
         raw = cur.cursor  # the psycopg cursor
         with raw.copy("COPY audit_auditevent (created_at, actor, actor_groups, source_ip, user_agent, action, "
-                      "target, outcome, details, prev_hash, hash) FROM STDIN") as copy:
+                      "target, outcome, details, prev_hash, hash, key_id) FROM STDIN") as copy:
             for row in _rows(n):
                 copy.write_row(row)
         cur.execute("ANALYZE audit_auditevent")
