@@ -124,7 +124,11 @@ def validate_target(name) -> str:
 def validate_stamp(stamp) -> str:
     if not isinstance(stamp, str) or not STAMP_RE.fullmatch(stamp):
         raise Invalid(f"{stamp!r} is not a UTC timestamp YYYYMMDDHHMMSS")
-    datetime.strptime(stamp, "%Y%m%d%H%M%S")
+    try:
+        datetime(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:8]), int(stamp[8:10]), int(stamp[10:12]),
+                 int(stamp[12:]))
+    except ValueError:
+        raise Invalid(f"{stamp!r} is not a UTC timestamp YYYYMMDDHHMMSS") from None
     return stamp
 
 
