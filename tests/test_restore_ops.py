@@ -533,3 +533,30 @@ def test_roles_section_parser():
                 b"SELECT 1;\n", b"ALTER ROLE x WITH LOGIN\n"):
         with pytest.raises(restore.RestoreRefused):
             restore.parse_roles_section([bad])
+
+
+def test_rerun_after_a_crash_resumes_the_load_and_the_cutover(pg, tmp_path):
+    make_db(pg, "rs_crash")
+    backed_up = snapshot(pg, "rs_crash")
+    path = take_backup(pg, tmp_path, "rs_crash")
+    change_data(pg, "rs_crash")
+    changed, oid = snapshot(pg, "rs_crash"), db_props(pg, "rs_crash")["oid"]
+    size, sha = approve(path)
+    # a worker died during the load: its staging exists, without the marker a complete load commits
+    pg.psql("CREATE DATABASE rs_crash_restore_20261124110000")
+    pg.psql("CREATE TABLE half_loaded (v int)", "rs_crash_restore_20261124110000")
+    step = restore.LoadStaging(ci(pg), path, "rs_crash", sha256=sha, stamp="20261124110000")
+    load = step.run()
+    assert not load.already_loaded
+    restore.check_staging(ci(pg), load)  # no stray half_loaded table: staging was made again
+    # a worker died between the two renames of the cutover
+    pg.psql("ALTER DATABASE rs_crash ALLOW_CONNECTIONS false")
+    pg.psql("ALTER DATABASE rs_crash RENAME TO rs_crash_pre_restore_20261124110000")
+    cutover = restore.Cutover(ci(pg), load)
+    cut = cutover.run()
+    assert cut.resumed and cut.original_oid == oid
+    assert snapshot(pg, "rs_crash") == backed_up and db_props(pg, "rs_crash")["allow"] is True
+    cutover.undo(cut)
+    assert db_props(pg, "rs_crash")["oid"] == oid and snapshot(pg, "rs_crash") == changed
+    step.undo(load)
+    assert_untouched(pg, "rs_crash", changed, oid, "20261124110000")
