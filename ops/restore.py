@@ -551,7 +551,9 @@ def _decompressor() -> list[str]:
 
 
 def _killpg(pgid: int | None, procs) -> None:
-    if pgid:
+    """Kill the load's process group.  Only while one of its processes is
+    still alive (not yet reaped): then the group id cannot have been reused."""
+    if pgid and any(proc is not None and proc.poll() is None for proc in procs):
         try:
             os.killpg(pgid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
