@@ -284,6 +284,8 @@ def preflight(conninfo: str, path: str, *, expected_size: int, expected_sha256: 
         raise Invalid("the approved checksum is not a sha256 hex digest")
     if not isinstance(expected_size, int) or isinstance(expected_size, bool) or expected_size <= 0:
         raise Invalid("the approved size is not a positive number of bytes")
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise Invalid("no backup file given")
     file = Path(path)
     if not file.is_file():
         raise NotFound(f"backup file {file.name} is gone")
@@ -619,6 +621,8 @@ class LoadStaging:
     def __init__(self, conninfo: str, path: str, target: str, *, sha256: str, stamp: str | None = None,
                  check: Check | None = None, log: Log | None = None, line_filter: LineFilter = _meta_command_filter,
                  benign_extensions: Iterable[str] = BENIGN_MISSING_EXTENSIONS):
+        if not isinstance(path, (str, os.PathLike)) or not str(path):
+            raise Invalid("no backup file given")
         self.conninfo = conninfo
         self.path = str(path)
         self.target = validate_target(target)
@@ -738,7 +742,7 @@ class LoadStaging:
                 if time.monotonic() - last_log > 5:
                     last_log = time.monotonic()
                     self.log(f"  {state.bytes / 1e6:,.0f} MB of SQL loaded")
-            if isinstance(state.error, RestoreFailed):
+            if isinstance(state.error, OpsError):  # refused by the filter or the pump
                 raise state.error
             if isinstance(state.error, (BrokenPipeError, ValueError)) or psql.poll() is not None:
                 raise RestoreFailed(f"loading the dump stopped: {self._psql_error(psql, err)}")

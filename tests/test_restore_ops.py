@@ -560,3 +560,30 @@ def test_rerun_after_a_crash_resumes_the_load_and_the_cutover(pg, tmp_path):
     assert db_props(pg, "rs_crash")["oid"] == oid and snapshot(pg, "rs_crash") == changed
     step.undo(load)
     assert_untouched(pg, "rs_crash", changed, oid, "20261124110000")
+
+
+def test_the_line_filter_is_a_parameter(pg, tmp_path):
+    """The lead wires ops.backups' shared meta-command filter in here: it
+    gets the dump's lines and yields those to run; its refusal stops the load."""
+    make_db(pg, "rs_filter")
+    live, oid = snapshot(pg, "rs_filter"), db_props(pg, "rs_filter")["oid"]
+    path = take_backup(pg, tmp_path, "rs_filter")
+    size, sha = approve(path)
+    seen = []
+
+    def shared_filter(lines):
+        for line in lines:
+            seen.append(line)
+            if line.startswith(b'COPY public."Mixed Case"'):
+                raise Invalid("refused by the shared filter")
+            yield line
+
+    with pytest.raises(Invalid, match="shared filter"):
+        restore.LoadStaging(ci(pg), path, "rs_filter", sha256=sha, stamp="20261124120000",
+                            line_filter=shared_filter).run()
+    assert seen and not any(b"cluster dump" in line for line in seen)  # the roles section is parsed, not filtered
+    assert_untouched(pg, "rs_filter", live, oid, "20261124120000")
+    with pytest.raises(Invalid):
+        restore.LoadStaging(ci(pg), None, "rs_filter", sha256=sha)
+    with pytest.raises(Invalid):
+        restore.preflight(ci(pg), "", expected_size=size, expected_sha256=sha, target="rs_filter")
