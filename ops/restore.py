@@ -384,17 +384,35 @@ def _end_sessions(conn, names: list[str], *, superusers: bool = True) -> tuple[i
              LEFT JOIN pg_roles r ON r.oid = a.usesysid
             WHERE a.datname = ANY(%s) AND a.pid <> pg_backend_pid()""", (names,)).fetchall()
     ended, refused = 0, []
+    waits = conn.info.server_version >= 140000  # pg_terminate_backend(pid, timeout) waits for the exit
     for pid, user, is_super in rows:
         if is_super and not superusers:
             continue
         try:
-            if conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0]:
-                ended += 1
+            if waits:
+                done = conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0]
             else:
-                refused.append(f"pid {pid} ({user}): still running after 10 s")
+                done = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] and _gone(conn, pid)
         except psycopg.Error as exc:
             refused.append(f"pid {pid} ({user}): {_pg_error(exc)}")
+            continue
+        if done:
+            ended += 1
+        else:
+            refused.append(f"pid {pid} ({user}): still running after 10 s")
     return ended, refused
+
+
+def _gone(conn, pid: int, limit: float = 10.0) -> bool:
+    """Wait until backend ``pid`` has exited (servers before 14, whose
+    pg_terminate_backend does not wait); ``limit`` only guards against a
+    backend that never exits."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() is None:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 # --- 3. load into staging ----------------------------------------------------------

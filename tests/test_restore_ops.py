@@ -23,6 +23,17 @@ READER = "rs_reader"
 
 
 # --- helpers ---------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def _drop_test_databases(pg):
+    """The databases these tests make live in the session's shared server:
+    drop them afterwards so other test modules never see them."""
+    yield
+    out = pg.psql("SELECT datname FROM pg_database WHERE datname LIKE 'rs\\_%'")
+    for name in filter(None, out.splitlines()):
+        pg.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+
 def ci(pg, db="postgres", user="postgres", password=None) -> str:
     password = pg.password if password is None and user == "postgres" else (password or "")
     return f"host=127.0.0.1 port={pg.port} user={user} password={password} dbname={db}"
@@ -353,7 +364,8 @@ def test_staging_that_does_not_match_the_backup_fails_the_check(pg, tmp_path, ta
     assert_untouched(pg, "rs_chk", live, oid, "20261124050000")
 
 
-def test_a_rename_that_fails_leaves_the_target_under_its_name_accepting_connections(pg, tmp_path):
+@pytest.mark.parametrize("held", ["target", "staging"])
+def test_a_rename_that_fails_leaves_the_target_under_its_name_accepting_connections(pg, tmp_path, held):
     make_db(pg, "rs_busy")
     backed_up = snapshot(pg, "rs_busy")
     path = take_backup(pg, tmp_path, "rs_busy")
@@ -366,13 +378,16 @@ def test_a_rename_that_fails_leaves_the_target_under_its_name_accepting_connecti
     pg.psql("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'rs_operator') THEN "
             "CREATE ROLE rs_operator LOGIN CREATEDB PASSWORD 'rs-op-pw'; END IF; END $$")
     pg.psql(f"GRANT {OWNER} TO rs_operator")
-    holder = psycopg.connect(ci(pg, "rs_busy"), autocommit=True)
+    holder = psycopg.connect(ci(pg, "rs_busy" if held == "target" else load.staging), autocommit=True)
     try:
         with pytest.raises(restore.CutoverFailed) as info:
             restore.Cutover(ci(pg, user="rs_operator", password="rs-op-pw"), load).run()
         assert "being accessed by other users" in str(info.value)
-        assert "keeps its data and accepts connections again" in str(info.value)
-        assert "could not be ended" in str(info.value)
+        assert f"rs_busy keeps its data and accepts connections again" in str(info.value)
+        if held == "target":  # the first rename failed: nothing was changed
+            assert "could not be ended" in str(info.value) and "Nothing was changed" in str(info.value)
+        else:  # the second failed: the first was reversed
+            assert "rs_busy_pre_restore_20261124060000 was renamed back" in str(info.value)
         assert holder.execute("SELECT 1").fetchone() == (1,)
     finally:
         holder.close()
