@@ -361,8 +361,10 @@ class SafeSQLReader:
     which never holds COPY data and is restored without ON_ERROR_STOP,
     every line counts as commands."""
 
-    def __init__(self, raw, *, restricted: bool = True, chunk_size: int = 1 << 20):
+    def __init__(self, raw, *, restricted: bool = True, chunk_size: int = 1 << 20, allow_connect: bool = True):
         self._raw = raw
+        # A restore into a staging database must never switch databases.
+        self.allow_connect = allow_connect
         self._chunk = chunk_size
         self._rest = b""  # raw bytes after the last complete line read so far
         self._ready = b""  # checked bytes not yet handed out
@@ -459,7 +461,7 @@ class SafeSQLReader:
         command = line.strip()
         if RESTRICT_RE.fullmatch(command):
             return b"\n" if self.restrict_key else line
-        if CONNECT_RE.fullmatch(command):
+        if CONNECT_RE.fullmatch(command) and self.allow_connect:
             if self.restrict_key:
                 key = self.restrict_key.encode()
                 return b"\\unrestrict " + key + b"\n" + command + b"\n\\restrict " + key + b"\n"
@@ -506,6 +508,30 @@ def _copy_end(block: bytes, pos: int) -> int:
             eol = block.find(b"\n", at)
             return len(block) if eol < 0 else eol + 1
         at += 2
+
+
+class _LineSource:
+    """A ``read(n)`` over an iterable of byte lines (SafeSQLReader's input)."""
+
+    def __init__(self, lines):
+        self._lines = iter(lines)
+
+    def read(self, size: int) -> bytes:
+        out, have = [], 0
+        for line in self._lines:
+            out.append(line)
+            have += len(line)
+            if have >= size:
+                break
+        return b"".join(out)
+
+
+def safe_sql_lines(lines, *, allow_connect: bool = True, chunk_size: int = 1 << 16):
+    """The lines of a plain SQL stream that psql may run, checked as
+    SafeSQLReader checks a file (no restricted-mode rewriting: the caller
+    runs psql in ``\\restrict`` mode itself).  Raises UnsafeSQL naming the line."""
+    return iter(SafeSQLReader(_LineSource(lines), restricted=False, chunk_size=chunk_size,
+                              allow_connect=allow_connect))
 
 
 def check_sql_file(fh, *, chunk_size: int = 1 << 20) -> int:

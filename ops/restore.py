@@ -52,7 +52,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ops.backups import ROLES_END_MARKER, ROLES_START_MARKER, split_conninfo
+from ops.backups import ROLES_END_MARKER, ROLES_START_MARKER, UnsafeSQL, safe_sql_lines, split_conninfo
 from ops.errors import Invalid, NotFound, OpsError
 
 Check = Callable[[], None]
@@ -70,8 +70,6 @@ MAINTENANCE_DB = "postgres"
 # CREATE EXTENSION / COMMENT ON EXTENSION lines are left out (and reported)
 # when this server does not offer them; any other error stops the load.
 BENIGN_MISSING_EXTENSIONS = ("pg_stat_kcache", "set_user")
-# psql meta-commands a backup may legitimately contain outside COPY data.
-ALLOWED_META_COMMANDS = (b"\\connect", b"\\restrict", b"\\unrestrict")
 DUMP_START_LINE = b"-- PostgreSQL database dump\n"
 DUMP_COMPLETE_LINE = b"-- PostgreSQL database dump complete\n"
 MARKER_KEY = "hcapadmin_restore"
@@ -437,27 +435,14 @@ class LoadResult(Timed):
 
 
 def _meta_command_filter(lines: Iterable[bytes]) -> Iterator[bytes]:
-    """Refuse psql meta-commands other than \\connect, \\restrict and
-    \\unrestrict outside COPY data.  A simple private filter, to be replaced
-    by ops.backups' shared filter when merged.  (The load also runs psql in
-    \\restrict mode, which refuses any meta-command, including one in the
-    middle of a line, that a filter let through.)"""
-    in_copy = False
-    number = 0
-    for line in lines:
-        number += 1
-        if in_copy:
-            if line == b"\\.\n":
-                in_copy = False
-        elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-            in_copy = True
-        elif line.lstrip().startswith(b"\\"):
-            command = line.lstrip().split(None, 1)[0]
-            if command not in ALLOWED_META_COMMANDS:
-                raise RestoreRefused(f"the backup contains a psql meta-command "
-                                     f"({command[:20].decode('ascii', 'replace')}) on line {number}; "
-                                     "a backup made by pg_dump never does, so it is not restored")
-        yield line
+    """The dump section's lines through ops.backups' shared check of what psql
+    may run, with ``\\connect`` refused as well: a load into staging must
+    never switch databases.  (The load also runs psql in ``\\restrict``
+    mode, which refuses a meta-command in the middle of a line.)"""
+    try:
+        yield from safe_sql_lines(lines, allow_connect=False)
+    except UnsafeSQL as exc:
+        raise RestoreRefused(f"the backup is not restored: {exc}") from None
 
 
 _IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
