@@ -87,33 +87,55 @@ def _audit():
     record("login.failure", actor="nobody", target="login", outcome="failure")
 
 
-def prepare(state: str, *, settings, tmp_path: Path, pg, mongo_client):
-    """Point the portal's settings at fresh folders, a fresh managed database
-    and a fresh log collection, filled when ``state == "data"``.  Returns a
-    cleanup callable."""
-    assert state in ("empty", "data"), state
-    now = datetime.now(UTC).replace(microsecond=0)
-    root = tmp_path / f"{state}-{uuid.uuid4().hex[:6]}"
-    backup_dir, migrations_dir = root / "backups", root / "migrations"
-    backup_dir.mkdir(parents=True)
-    migrations_dir.mkdir()
-    settings.BACKUP_DIR = str(backup_dir)
-    settings.MIGRATIONS_DIR = str(migrations_dir)
-    database = "pages_" + uuid.uuid4().hex[:10]
-    pg.create_database(database)
-    settings.MANAGED_DATABASE_URL = pg.url(database)
-    coll_name = "log_" + uuid.uuid4().hex[:10]
-    settings.LOG_SOURCES = {"hcap": ("pagetests", coll_name)}
-    coll = mongo_client["pagetests"][coll_name]
-    if state == "data":
-        _jobs(now)
-        _backups(backup_dir, now)
-        _logs(coll, now)
-        _migrations(migrations_dir, pg, database)
-        _audit()
+class World:
+    """Files, a managed database and a log collection for one state; built
+    once per test module (they live outside the per-test transaction)."""
 
-    def cleanup():
-        coll.drop()
-        pg.psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    def __init__(self, state: str, *, root: Path, pg, mongo_client):
+        assert state in ("empty", "data"), state
+        self.state, self.pg = state, pg
+        now = datetime.now(UTC).replace(microsecond=0)
+        self.backup_dir, self.migrations_dir = root / "backups", root / "migrations"
+        self.backup_dir.mkdir(parents=True)
+        self.migrations_dir.mkdir()
+        self.database = "pages_" + uuid.uuid4().hex[:10]
+        pg.create_database(self.database)
+        self.coll_name = "log_" + uuid.uuid4().hex[:10]
+        self.coll = mongo_client["pagetests"][self.coll_name]
+        if state == "data":
+            _backups(self.backup_dir, now)
+            _logs(self.coll, now)
+            _migrations(self.migrations_dir, pg, self.database)
 
-    return cleanup
+    def apply(self, settings) -> None:
+        """Point the portal at this world, and add its rows to the portal
+        database (jobs, audit events: they go with each test's transaction)."""
+        settings.BACKUP_DIR = str(self.backup_dir)
+        settings.MIGRATIONS_DIR = str(self.migrations_dir)
+        settings.MANAGED_DATABASE_URL = self.pg.url(self.database)
+        settings.LOG_SOURCES = {"hcap": ("pagetests", self.coll_name)}
+        if self.state == "data":
+            _jobs(datetime.now(UTC).replace(microsecond=0))
+            _audit()
+
+    def drop(self) -> None:
+        self.coll.drop()
+        self.pg.psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+def worlds_fixture(tmp_path_factory, pg, mongo_url):
+    """Body of a module-scoped fixture: yields get(state) -> World."""
+    from pymongo import MongoClient
+
+    client = MongoClient(mongo_url, tz_aware=True)
+    made: dict[str, World] = {}
+
+    def get(state: str) -> World:
+        if state not in made:
+            made[state] = World(state, root=tmp_path_factory.mktemp(f"pages-{state}"), pg=pg, mongo_client=client)
+        return made[state]
+
+    yield get
+    for world in made.values():
+        world.drop()
+    client.close()

@@ -70,26 +70,14 @@ PAGE_PARAMS = [pytest.param(n, r, s, id=f"{n}-{r}-{s}", marks=_marks(n, r, s)) f
 
 
 @pytest.fixture(scope="module")
-def mongo_client(mongo_url):
-    from pymongo import MongoClient
-
-    client = MongoClient(mongo_url, tz_aware=True)
-    yield client
-    client.close()
+def worlds(tmp_path_factory, pg, mongo_url):
+    yield from page_data.worlds_fixture(tmp_path_factory, pg, mongo_url)
 
 
 @pytest.fixture
-def site(settings, tmp_path, pg, mongo_client, demo_users):
-    """prepare(state) fills the portal with the demo data of that state."""
-    cleanups = []
-
-    def prepare(state):
-        cleanups.append(page_data.prepare(state, settings=settings, tmp_path=tmp_path, pg=pg,
-                                          mongo_client=mongo_client))
-
-    yield prepare
-    for cleanup in cleanups:
-        cleanup()
+def site(settings, worlds, demo_users):
+    """site(state) points the portal at the demo data of that state."""
+    return lambda state: worlds(state).apply(settings)
 
 
 def _path(entry) -> str:
