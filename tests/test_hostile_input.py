@@ -420,3 +420,33 @@ def test_each_parameter_alone(name, portal):
                 response = _send(client, entry, body=json.dumps({key: value}).encode(),
                                  content_type="application/json", path=path)
                 _check(name, role, response, jobs_before)
+
+
+# --- regressions found by the tests above ----------------------------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["kind=%00", "user=a%00b", "kind=x&user=%00"])
+def test_jobs_list_refuses_nul_in_text_filters(query, client_as):
+    """PostgreSQL text cannot hold NUL: the query failed with a 500."""
+    response = client_as("viewer").generic("GET", "/jobs/", QUERY_STRING=query)
+    assert response.status_code == 400
+    assert "contains a NUL character" in response.content.decode()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/backups", "/api/v1/backups/verify"])
+def test_backup_api_refuses_json_nested_too_deeply(path, client_as):
+    """json.loads raises RecursionError (not ValueError) past its limit: was a 500."""
+    from hcapadmin.jobs.models import Job
+
+    response = client_as("admin").post(path, data=b"[" * 100_000, content_type="application/json")
+    assert response.status_code == 400 and response.json() == {"error": "the body is nested too deeply"}
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_migrations_bad_query_is_a_whole_400_page(client_as):
+    """Was bare text/plain: no title, no language, no way back (axe: document-title, html-has-lang)."""
+    response = client_as("viewer").get("/migrations/", {"status": "bogus"})
+    html = response.content.decode()
+    assert response.status_code == 400 and response["Content-Type"].startswith("text/html")
+    assert '<html lang="en">' in html and "<title>Bad request" in html and "status must be one of" in html
