@@ -10,8 +10,6 @@ show raw template syntax."""
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest

@@ -333,6 +333,30 @@ def test_hostile_input_from_a_refused_role(name, role, portal):
     assert response.status_code in (entry.expect[role], 400), response.status_code
 
 
+# The login form posts to the same named URL as the login page (GET in the access table).
+LOGIN_POST_KEYS = ("username", "password", "token", "next")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["anonymous", "viewer"])
+def test_hostile_login_posts(role, portal):
+    from hcapadmin.jobs.models import Job
+
+    @hsettings(HYP, max_examples=10)
+    @given(body=form_bodies(LOGIN_POST_KEYS))
+    @example(body=(b"username=a%00b&password=%00", "application/x-www-form-urlencoded"))
+    @example(body=(b"token=%00&next=%ff", "application/x-www-form-urlencoded"))
+    @example(body=(b"username=" + b"x" * 20_000 + b"&password=x&next=//evil.example", "application/x-www-form-urlencoded"))
+    @example(body=(b"token=oc+login+--token%3Dsha256~x+--server%3D%00", "application/x-www-form-urlencoded"))
+    def run(body):
+        jobs_before = Job.objects.count()
+        response = _client_for(role).generic("POST", "/login/", data=body[0], content_type=body[1])
+        _check("login", role, response, jobs_before)
+        assert response.status_code != 302 or not response["Location"].startswith("//")
+
+    run()
+
+
 # Hostile path segments: the URL converters accept them, the views must answer 4xx.
 PATH_CASES = ["/jobs/99999999999999999999/", "/jobs/0/", "/jobs/99999999999999999999/live/",
               "/api/v1/jobs/99999999999999999999", "/audit/99999999999999999999/", "/audit/0/",
