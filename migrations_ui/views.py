@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
@@ -58,7 +58,8 @@ def migration_list(request):
     try:
         context = _page_context(request, report)
     except ValueError as exc:
-        return HttpResponseBadRequest(str(exc), content_type="text/plain")
+        # A whole page (title, language, navigation), not bare text: people follow these links.
+        return render(request, "400.html", {"title": "Bad request", "reason": str(exc)}, status=400)
     return render(request, "migrations_ui/list.html", context)
 
 

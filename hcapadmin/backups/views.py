@@ -94,6 +94,8 @@ def _json_body(request) -> dict:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
         raise Invalid("the body is not valid JSON") from None
+    except RecursionError:  # nested deeper than the parser's recursion limit
+        raise Invalid("the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object")
     return body

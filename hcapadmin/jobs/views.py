@@ -34,6 +34,17 @@ def _sweep_quietly() -> None:
         pass
 
 
+def _text_error(label: str, value: str, limit: int) -> str | None:
+    """Why a text filter cannot be used, or None.  PostgreSQL text cannot
+    hold NUL, so a NUL in a filter would fail the query instead of matching
+    nothing."""
+    if len(value) > limit:
+        return f"{label} is too long."
+    if "\x00" in value:
+        return f"{label} contains a NUL character."
+    return None
+
+
 @never_cache
 @permission_required("view")
 def job_list(request):
@@ -45,8 +56,9 @@ def job_list(request):
     errors = []
     jobs = Job.objects.all().order_by("-id")
     if kind:
-        if len(kind) > 100:
-            errors.append("Kind is too long.")
+        error = _text_error("Kind", kind, 100)
+        if error:
+            errors.append(error)
         else:
             jobs = jobs.filter(kind=kind)
     if status:
@@ -55,8 +67,9 @@ def job_list(request):
         else:
             jobs = jobs.filter(status=status)
     if user:
-        if len(user) > 255:
-            errors.append("User is too long.")
+        error = _text_error("User", user, 255)
+        if error:
+            errors.append(error)
         else:
             jobs = jobs.filter(requested_by=user)
     if errors:
