@@ -74,7 +74,7 @@ def backup_verify(request):
     except OpsError as exc:
         messages.error(request, f"The catalog cannot be read: {exc}")
         return HttpResponseRedirect("/backups/")
-    (job, created), error = _submit_or_error(request, "backup.verify", {"name": item.entry.name}, item.entry.database)
+    (job, created), error = _submit_or_error(request, "backup.verify", {"name": item.entry.name}, default_target())
     if error:
         messages.error(request, error)
         return HttpResponseRedirect("/backups/")
@@ -141,7 +141,7 @@ def api_backup_verify(request):
         return json_error(str(exc), 404)
     except OpsError as exc:
         return json_error(f"the backup catalog cannot be read: {exc}", 503)
-    (job, created), error = _submit_or_error(request, "backup.verify", {"name": item.entry.name}, item.entry.database)
+    (job, created), error = _submit_or_error(request, "backup.verify", {"name": item.entry.name}, default_target())
     if error:
         return json_error(error, 503)
     return JsonResponse({"job": job.pk, "created": created, "status": job.status}, status=202)
