@@ -2,6 +2,12 @@
 
 PostgreSQL holds the truth about a job (status, steps, log, result); RQ only
 carries "run job #N" to a worker.  See docs/jobs.md.
+
+Every status change is one method here (``start``, ``terminate``,
+``request_cancel``, ``abandon``): a conditional ``UPDATE ... WHERE status IN
+(...)`` and its audit event in one transaction, so when a worker, the sweeper
+and a person race for the same job exactly one of them wins and exactly one
+event is written.  ``TRANSITIONS`` is the whole state machine.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, ABANDONED = (
@@ -17,6 +23,20 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, ABANDONED = (
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, ABANDONED)
 ACTIVE = (QUEUED, RUNNING)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED, ABANDONED)
+
+# Which status may follow which.  Anything else is refused.
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    QUEUED: (RUNNING, FAILED, CANCELLED, ABANDONED),
+    RUNNING: (SUCCEEDED, FAILED, CANCELLED, ABANDONED),
+}
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)  # what ``terminate`` may set
+# The audit outcome of each ending, unless the caller says otherwise.
+_OUTCOMES = {SUCCEEDED: "success", FAILED: "failure", CANCELLED: "success"}
+
+
+def sources(to_status: str) -> tuple[str, ...]:
+    """The statuses from which ``to_status`` may be reached."""
+    return tuple(src for src, targets in TRANSITIONS.items() if to_status in targets)
 
 
 def params_key(kind: str, params: dict, target: str) -> str:
@@ -89,6 +109,103 @@ class Job(models.Model):
     @property
     def percent(self) -> int:
         return int(round(max(0.0, min(1.0, self.progress or 0.0)) * 100))
+
+    # -- status transitions ---------------------------------------------------
+    def _transition(self, to_status: str, action: str, *, from_statuses=None, actor: str | None = None,
+                    request=None, outcome: str = "success", details: dict | None = None, where: dict | None = None,
+                    **fields) -> bool:
+        """Move this job to ``to_status`` and write ``action`` to the audit
+        trail, in one transaction; only if its row is still in one of
+        ``from_statuses`` (default: every status ``TRANSITIONS`` allows) and
+        matches ``where``.  False, with nothing written, when it is not (a
+        racing worker, sweeper or person got there first, or the transition
+        is not allowed)."""
+        from hcapadmin.audit.models import record
+
+        allowed = sources(to_status)
+        if from_statuses is None:
+            from_statuses = allowed
+        elif not set(from_statuses) <= set(allowed):
+            raise ValueError(f"a job cannot go from {sorted(set(from_statuses) - set(allowed))} to {to_status}")
+        if not from_statuses:
+            return False
+        with transaction.atomic():
+            changed = Job.objects.filter(pk=self.pk, status__in=from_statuses, **(where or {})).update(
+                status=to_status, **fields)
+            if not changed:
+                return False
+            if request is not None:
+                record(action, request=request, actor=actor, target=self.target, outcome=outcome,
+                       details={"job": self.pk, "kind": self.kind, **(details or {})})
+            else:
+                record(action, actor=actor or "system", target=self.target, outcome=outcome,
+                       details={"job": self.pk, "kind": self.kind, **(details or {})})
+        self.status = to_status
+        for name, value in fields.items():
+            setattr(self, name, value)
+        return True
+
+    def start(self, *, worker: str) -> bool:
+        """queued -> running, by the worker that picked the job up."""
+        now = timezone.now()
+        return self._transition(RUNNING, "job.started", started_at=now, heartbeat_at=now,
+                                details={"worker": worker})
+
+    def terminate(self, status: str, *, error: str = "", result: dict | None = None, reason: str | None = None,
+                  actor: str | None = None, request=None, outcome: str | None = None, from_statuses=None,
+                  details: dict | None = None, **fields) -> bool:
+        """End the job as ``succeeded``, ``failed`` or ``cancelled`` (audit
+        action ``job.<status>``).  ``reason`` goes into the audit details."""
+        if status not in TERMINAL:
+            raise ValueError(f"terminate() ends a job as one of {TERMINAL}, not {status!r}")
+        audit = dict(details or {})
+        if reason is not None:
+            audit.setdefault("reason", reason)
+        values = {"finished_at": timezone.now(), **fields}
+        if error:
+            values["error"] = error[:5000]
+        if status == SUCCEEDED:
+            values["result"] = result
+            values.setdefault("progress", 1.0)
+            audit.setdefault("result", result)
+        return self._transition(status, f"job.{status}", from_statuses=from_statuses, actor=actor, request=request,
+                                outcome=outcome or _OUTCOMES[status], details=audit, **values)
+
+    def request_cancel(self, *, request=None, actor: str | None = None) -> str:
+        """A queued job is cancelled at once ("cancelled"); a running one is
+        asked to stop at its next check ("requested", audited once however
+        often it is asked).  "" when the job has already finished."""
+        if request is not None and actor is None:
+            principal = getattr(request, "principal", None)
+            actor = principal.name if principal else "anonymous"
+        who = actor or "system"
+        if self._transition(CANCELLED, "job.cancelled", from_statuses=(QUEUED,), actor=actor, request=request,
+                            finished_at=timezone.now(), cancel_requested=True, cancelled_by=who,
+                            error="Cancelled before it started."):
+            return "cancelled"
+        # Running and not asked yet: the flag is set once, so the request is audited once.
+        from hcapadmin.audit.models import record
+
+        with transaction.atomic():
+            if Job.objects.filter(pk=self.pk, status=RUNNING, cancel_requested=False).update(
+                    cancel_requested=True, cancelled_by=who):
+                record("job.cancel_requested", request=request, actor=who, target=self.target,
+                       details={"job": self.pk, "kind": self.kind})
+                self.cancel_requested, self.cancelled_by = True, who
+                return "requested"
+        self.refresh_from_db(fields=["status", "cancel_requested", "cancelled_by"])
+        if self.status == RUNNING and self.cancel_requested:
+            return "requested"
+        return ""
+
+    def abandon(self, *, error: str, heartbeat_at, steps: list | None = None, details: dict | None = None) -> bool:
+        """queued/running -> abandoned, by the sweeper: only if the heartbeat
+        is still the stale one it saw (a worker that just beat keeps its job)."""
+        fields = {"finished_at": timezone.now(), "error": error}
+        if steps is not None:
+            fields["steps"] = steps
+        return self._transition(ABANDONED, "job.abandoned", outcome="error", details=details,
+                                where={"heartbeat_at": heartbeat_at}, **fields)
 
     def as_api(self) -> dict:
         return {

@@ -21,7 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from hcapadmin.audit.models import record
-from hcapadmin.jobs.models import ABANDONED, ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, Job, params_key
+from hcapadmin.jobs.models import ACTIVE, FAILED, QUEUED, Job, params_key
 from hcapadmin.jobs.queue import get_queue, redis_connection
 from hcapadmin.jobs.registry import get_kind
 from ops.errors import Invalid, Unavailable
@@ -100,44 +100,23 @@ def enqueue(job_pk: int) -> None:
         )
     except _redis_errors() as exc:
         logger.error("job %s could not be enqueued: %s", job.pk, exc)
-        with transaction.atomic():
-            if Job.objects.filter(pk=job.pk, status=QUEUED).update(
-                status=FAILED, finished_at=timezone.now(), error=QUEUE_DOWN_MESSAGE
-            ):
-                record("job.failed", actor="system", target=job.target, outcome="error",
-                       details={"job": job.pk, "kind": job.kind, "reason": "queue unavailable"})
+        job.terminate(FAILED, from_statuses=(QUEUED,), error=QUEUE_DOWN_MESSAGE, outcome="error",
+                      reason="queue unavailable")
 
 
 def cancel(job: Job, *, request) -> str:
     """Cancel a queued job at once, or ask a running one to stop at its next
     check.  Returns "cancelled" or "requested"; raises Invalid otherwise."""
-    principal = getattr(request, "principal", None)
-    who = principal.name if principal else "anonymous"
-    with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=job.pk)
-        if not job.cancellable:
-            raise Invalid(f"{job.title or job.kind} jobs cannot be cancelled once submitted.")
-        if job.status == QUEUED:
-            job.status = CANCELLED
-            job.finished_at = timezone.now()
-            job.cancel_requested = True
-            job.cancelled_by = who
-            job.error = "Cancelled before it started."
-            job.save(update_fields=["status", "finished_at", "cancel_requested", "cancelled_by", "error"])
-            record("job.cancelled", request=request, target=job.target, details={"job": job.pk, "kind": job.kind})
-            rq_id = job.rq_id
-            transaction.on_commit(lambda: _cancel_rq(rq_id))
-            return "cancelled"
-        if job.status == RUNNING:
-            if job.cancel_requested:
-                return "requested"
-            job.cancel_requested = True
-            job.cancelled_by = who
-            job.save(update_fields=["cancel_requested", "cancelled_by"])
-            record("job.cancel_requested", request=request, target=job.target,
-                   details={"job": job.pk, "kind": job.kind})
-            return "requested"
-        raise Invalid(f"Job #{job.pk} has already finished ({job.status}).")
+    job = Job.objects.get(pk=job.pk)
+    if not job.cancellable:
+        raise Invalid(f"{job.title or job.kind} jobs cannot be cancelled once submitted.")
+    outcome = job.request_cancel(request=request)
+    if outcome == "cancelled":
+        rq_id = job.rq_id
+        transaction.on_commit(lambda: _cancel_rq(rq_id))
+    if outcome:
+        return outcome
+    raise Invalid(f"Job #{job.pk} has already finished ({job.status}).")
 
 
 def _cancel_rq(rq_id: str) -> None:
@@ -194,16 +173,8 @@ def _abandon(job: Job, heartbeat_at, why: str) -> bool:
     steps = list(job.steps or [])
     if steps and steps[-1].get("outcome") == "running":
         steps[-1] = {**steps[-1], "outcome": "abandoned"}
-    with transaction.atomic():
-        changed = Job.objects.filter(pk=job.pk, status__in=ACTIVE, heartbeat_at=heartbeat_at).update(
-            status=ABANDONED, finished_at=timezone.now(), error=message, steps=steps
-        )
-        if not changed:
-            return False
-        record("job.abandoned", actor="system", target=job.target, outcome="error",
-               details={"job": job.pk, "kind": job.kind, "last_step": step["name"] if step else None,
-                        "worker": job.worker_name})
-    return True
+    return job.abandon(error=message, heartbeat_at=heartbeat_at, steps=steps,
+                       details={"last_step": step["name"] if step else None, "worker": job.worker_name})
 
 
 def default_target() -> str:
