@@ -20,18 +20,25 @@ from django.utils import timezone
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, ABANDONED = (
     "queued", "running", "succeeded", "failed", "cancelled", "abandoned")
-STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, ABANDONED)
+# A runbook job whose compensation could not finish (an undo failed, or it
+# lost its lock): a person must finish by hand what ``error`` describes.
+NEEDS_ATTENTION = "needs_attention"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, ABANDONED, NEEDS_ATTENTION)
 ACTIVE = (QUEUED, RUNNING)
-FINISHED = (SUCCEEDED, FAILED, CANCELLED, ABANDONED)
+FINISHED = (SUCCEEDED, FAILED, CANCELLED, ABANDONED, NEEDS_ATTENTION)
 
-# Which status may follow which.  Anything else is refused.
+# Which status may follow which.  Anything else is refused.  abandoned ->
+# queued is a runbook job resumed or rolled back (``reopen``).
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     QUEUED: (RUNNING, FAILED, CANCELLED, ABANDONED),
-    RUNNING: (SUCCEEDED, FAILED, CANCELLED, ABANDONED),
+    RUNNING: (SUCCEEDED, FAILED, CANCELLED, ABANDONED, NEEDS_ATTENTION),
+    ABANDONED: (QUEUED,),
 }
-TERMINAL = (SUCCEEDED, FAILED, CANCELLED)  # what ``terminate`` may set
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED, NEEDS_ATTENTION)  # what ``terminate`` may set
 # The audit outcome of each ending, unless the caller says otherwise.
-_OUTCOMES = {SUCCEEDED: "success", FAILED: "failure", CANCELLED: "success"}
+_OUTCOMES = {SUCCEEDED: "success", FAILED: "failure", CANCELLED: "success", NEEDS_ATTENTION: "error"}
+# Runbook modes: run the steps forward (first run or resume), or undo them.
+RUN, ROLLBACK = "run", "rollback"
 
 
 def sources(to_status: str) -> tuple[str, ...]:
@@ -69,6 +76,12 @@ class Job(models.Model):
     error = models.TextField(blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
     cancelled_by = models.CharField(max_length=255, blank=True)
+    # When it was last put on the queue (submit, resume, roll back); null for
+    # rows older than the field, which count from created_at.
+    queued_at = models.DateTimeField(null=True, blank=True)
+    # Runbook kinds only: the plan and each step's state, so that another
+    # worker can resume or roll back (hcapadmin.jobs.runbook).
+    runbook = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -84,8 +97,15 @@ class Job(models.Model):
         return f"job #{self.pk} {self.kind} ({self.status})"
 
     @property
+    def attempt(self) -> int:
+        """1, then one more each time a runbook job is resumed or rolled back."""
+        return int((self.runbook or {}).get("attempt", 1))
+
+    @property
     def rq_id(self) -> str:
-        return f"hcapadmin-job-{self.pk}"
+        # A resumed job is a new RQ job: the dead worker's entry may still be
+        # in RQ's registries under the old id.
+        return f"hcapadmin-job-{self.pk}" if self.attempt <= 1 else f"hcapadmin-job-{self.pk}-{self.attempt}"
 
     @property
     def is_active(self) -> bool:
@@ -148,8 +168,9 @@ class Job(models.Model):
     def start(self, *, worker: str) -> bool:
         """queued -> running, by the worker that picked the job up."""
         now = timezone.now()
-        return self._transition(RUNNING, "job.started", started_at=now, heartbeat_at=now,
-                                details={"worker": worker})
+        # A resumed runbook job keeps the time it first started.
+        return self._transition(RUNNING, "job.started", started_at=self.started_at or now, heartbeat_at=now,
+                                details={"worker": worker, **({"attempt": self.attempt} if self.runbook else {})})
 
     def terminate(self, status: str, *, error: str = "", result: dict | None = None, reason: str | None = None,
                   actor: str | None = None, request=None, outcome: str | None = None, from_statuses=None,
@@ -207,6 +228,17 @@ class Job(models.Model):
         return self._transition(ABANDONED, "job.abandoned", outcome="error", details=details,
                                 where={"heartbeat_at": heartbeat_at}, **fields)
 
+    def reopen(self, mode: str, *, request, runbook: dict) -> bool:
+        """abandoned -> queued: a runbook job resumed (``mode`` "run") or
+        rolled back ("rollback") by a person, with ``runbook`` its state for
+        the next attempt.  Only if nobody reopened it first (same attempt)."""
+        action = "job.resume_requested" if mode == RUN else "job.rollback_requested"
+        return self._transition(
+            QUEUED, action, request=request, where={"runbook__attempt": self.attempt},
+            details={"attempt": runbook.get("attempt"), "mode": mode},
+            runbook=runbook, queued_at=timezone.now(), finished_at=None, heartbeat_at=None, worker_name="",
+            error="", cancel_requested=False, cancelled_by="")
+
     def as_api(self) -> dict:
         return {
             "id": self.pk,
@@ -225,4 +257,5 @@ class Job(models.Model):
             "result": self.result,
             "error": self.error or None,
             "cancel_requested": self.cancel_requested,
+            "runbook": self.runbook,
         }

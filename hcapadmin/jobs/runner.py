@@ -257,8 +257,13 @@ class Heartbeat(threading.Thread):
 
 def _wait_for_lock(ctx: JobContext, job: Job, redis_conn, heartbeat: Heartbeat | None) -> bool:
     """Block until this job holds the target lock.  False if it was cancelled
-    meanwhile.  The job stays ``queued`` while it waits."""
+    meanwhile.  The job stays ``queued`` while it waits; past the job's
+    timeout it raises RQ's JobTimeoutException (as RQ's own limit would, for
+    the kinds RQ times; runbooks run without it)."""
+    from rq.timeouts import JobTimeoutException
+
     announced = None
+    began = time.monotonic()
     while True:
         if locks.try_acquire(redis_conn, job.target, job.pk):
             if heartbeat is not None:
@@ -275,6 +280,8 @@ def _wait_for_lock(ctx: JobContext, job: Job, redis_conn, heartbeat: Heartbeat |
         ctx._last_cancel_check = 0.0
         if ctx.is_cancelled():
             return False
+        if time.monotonic() - began > job.timeout_seconds:
+            raise JobTimeoutException(f"waited longer than {job.timeout_seconds} seconds for the lock")
         Job.objects.filter(pk=job.pk).update(heartbeat_at=_now())
         time.sleep(0.5)
 
@@ -334,8 +341,20 @@ def _execute(job_pk: int) -> str:
                 return job.status
         if not job.start(worker=name):
             return Job.objects.get(pk=job.pk).status
-        ctx.log(f"Started on {name}.")
+        if job.attempt > 1:
+            ctx.log(f"{'Rolling back' if job.runbook.get('mode') == 'rollback' else 'Resuming'} "
+                    f"(attempt {job.attempt}) on {name}.")
+        else:
+            ctx.log(f"Started on {name}.")
         try:
+            if kind.is_runbook:
+                from hcapadmin.jobs import runbook
+
+                try:
+                    return runbook.execute(ctx, job, kind)
+                except runbook.JobTakenOver as exc:
+                    logger.warning("job %s: %s; this worker stops here", job.pk, exc)
+                    return Job.objects.get(pk=job.pk).status
             result = kind.func(ctx, dict(job.params))
         except JobCancelled:
             ctx.log("Cancelled on request.")
