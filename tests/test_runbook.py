@@ -210,6 +210,21 @@ def test_roll_back_after_a_crash_undoes_what_ran_in_reverse_order(jobs_worker_pr
     assert events("rollback") == ["run:alpha", "run:bravo", "undo:bravo", "undo:alpha"]
 
 
+def test_a_worker_whose_job_was_abandoned_under_it_stops_without_touching_its_state(jobs_worker_process):
+    """A worker paused past the stale limit comes back: its job is no longer
+    its own (someone may have resumed it elsewhere), so it runs no further
+    step, undoes nothing, and overwrites neither the state nor the status."""
+    job, _ = submit("test.rb", {"tag": "taken", "abandon_at": "bravo"}, request=admin_request(), target="hcap")
+    worker = jobs_worker_process(imports=KINDS)
+    wait_for(lambda: "this worker stops here" in worker_log(worker), 120, "the worker to give the job up")
+    job.refresh_from_db()
+    assert job.status == "abandoned"
+    assert events("taken") == ["run:alpha", "run:bravo"]
+    assert statuses(job) == {"alpha": "done", "bravo": "running", "charlie": "pending"}
+    assert "after" not in job.runbook["steps"][1]["data"]
+    assert actions(job) == ["job.queued", "job.started"]
+
+
 def admin_request_without_admin():
     from django.test import RequestFactory
 

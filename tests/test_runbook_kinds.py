@@ -60,6 +60,11 @@ def _run(name):
             _hold(sctx, conn, tag, name)
         if params.get("fail_at") == name:
             raise OpsError(f"step {name} broke")
+        if params.get("abandon_at") == name:  # the sweeper gives the job up while this worker still runs it
+            from hcapadmin.jobs.models import Job
+
+            Job.objects.filter(pk=sctx.job_id).update(status="abandoned")
+            sctx.record(after="abandoned")  # the next write of the state finds the job no longer its own
         return {"value": f"{name}-{sctx.runs}"}
 
     return run

@@ -5,7 +5,7 @@ after the first one died.  Restores (and later deploys) are runbooks.
 
     runbook_kind("restore.database", title="Restore", steps=[
         Step("suspend_cronjobs", "Suspend the CronJobs", run=suspend, undo=resume_cronjobs, timeout=120,
-             manual="oc patch cronjob <name> -p '{\\"spec\\":{\\"suspend\\":false}}' for each CronJob listed"),
+             manual="Set spec.suspend to false on each CronJob listed in this step's data"),
         Step("load", "Load the backup into the staging database", run=load, undo=drop_staging,
              timeout=7200, cancellable=True, manual="DROP DATABASE <staging> (its name is in this step's data)"),
         Step("swap", "Rename staging to the live name", run=swap, undo=swap_back, timeout=300),
@@ -44,7 +44,8 @@ from typing import Callable
 
 from django.utils import timezone
 
-from hcapadmin.jobs.models import (CANCELLED, FAILED, NEEDS_ATTENTION, ROLLBACK, RUN, RUNNING, SUCCEEDED, Job)
+from hcapadmin.jobs.models import (ABANDONED, CANCELLED, FAILED, NEEDS_ATTENTION, ROLLBACK, RUN, RUNNING, SUCCEEDED,
+                                   Job)
 from hcapadmin.jobs.registry import job_kind
 from ops.errors import OpsError
 
@@ -129,6 +130,10 @@ class StepContext:
         self.timed_out = False
 
     @property
+    def job_id(self) -> int:
+        return self._engine.job.pk
+
+    @property
     def data(self) -> dict:
         """This step's recorded data (what ``run`` recorded or returned)."""
         return self.entry["data"]
@@ -168,6 +173,8 @@ class StepContext:
             self._ctx.flush()
             return
         self._ctx.check_lock()
+        if self._ctx.last_status == ABANDONED:  # the sweeper gave the job up: someone may resume it elsewhere
+            raise JobTakenOver(f"job {self._engine.job.pk} was marked abandoned while this worker still ran it")
         if self.timed_out:
             raise StepTimedOut(f"Step “{self.spec.title}” ran longer than its limit of {self.spec.timeout} seconds.")
         if not self.undoing:
@@ -259,6 +266,8 @@ class Engine:
             try:
                 with self.ctx.step(label):
                     out = spec.run(sctx, dict(self.job.params))
+            except JobTakenOver:
+                raise
             except BaseException as exc:
                 message = "Cancelled on request." if isinstance(exc, JobCancelled) else (
                     str(exc) or type(exc).__name__)

@@ -83,6 +83,7 @@ class JobContext:
         self._last_flush = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+        self.last_status = job.status  # as last read by is_cancelled()
         # Set by hold_lock() once a mutating job holds its target lock.
         self._lock_redis = None
         self._heartbeat: Heartbeat | None = None
@@ -136,6 +137,7 @@ class JobContext:
         if now - self._last_cancel_check >= CANCEL_CHECK_SECONDS:
             self._last_cancel_check = now
             row = Job.objects.filter(pk=self.job.pk).values("cancel_requested", "status").first()
+            self.last_status = row["status"] if row else None
             if row and (row["cancel_requested"] or row["status"] == CANCELLED):
                 self._cancelled = True
         return self._cancelled
