@@ -225,6 +225,38 @@ def test_a_worker_whose_job_was_abandoned_under_it_stops_without_touching_its_st
     assert actions(job) == ["job.queued", "job.started"]
 
 
+def test_a_runbook_that_loses_its_lock_stops_and_undoes_nothing(jobs_worker_process):
+    """Another change may already run on the target: undoing beside it is not
+    safe either, so the job needs a person, with the state and the manual steps."""
+    job, _ = submit("test.rb", {"tag": "lock", "hold": "charlie", "drop_lock": "charlie"}, request=admin_request(),
+                    target="hcap")
+    job = finished(job, jobs_worker_process(imports=KINDS))
+    assert job.status == "needs_attention"
+    assert "lost its lock on hcap" in job.error
+    assert events("lock") == ["run:alpha", "run:bravo", "run:charlie"]
+    assert statuses(job) == {"alpha": "done", "bravo": "done", "charlie": "failed"}
+    by_hand = job.error.split("To do by hand, in this order:")[1]
+    assert [by_hand.index(f"put {n} back by hand") for n in ("charlie", "bravo", "alpha")] == sorted(
+        by_hand.index(f"put {n} back by hand") for n in ("charlie", "bravo", "alpha"))
+    assert AuditEvent.objects.get(action="job.needs_attention", details__job=job.pk).details["reason"] == "lock lost"
+
+
+@pytest.mark.django_db
+def test_a_job_abandoned_while_undoing_can_only_be_rolled_back():
+    job, _ = submit("test.rb", {"tag": "half"}, request=admin_request(), target="hcap")
+    state = job.runbook
+    state["phase"] = "undo"
+    state["steps"][0].update(status="done")
+    state["steps"][1].update(status="undone")
+    Job.objects.filter(pk=job.pk).update(status="abandoned", runbook=state)
+    with pytest.raises(Invalid, match="can only be rolled back"):
+        resume(job, request=admin_request())
+    assert roll_back(job, request=admin_request()) == "queued"
+    job.refresh_from_db()
+    assert job.status == "queued" and job.runbook["mode"] == "rollback" and job.runbook["attempt"] == 2
+    assert job.queued_at and job.finished_at is None and job.error == ""
+
+
 def admin_request_without_admin():
     from django.test import RequestFactory
 

@@ -56,6 +56,10 @@ def _run(name):
         tag = params["tag"]
         conn.rpush(key(tag, "events"), f"run:{name}")
         sctx.record(before=name)  # persisted before the step acts
+        if params.get("drop_lock") == name:  # Redis forgot the target lock (restart, flush)
+            from hcapadmin.jobs import locks
+
+            conn.delete(locks.lock_key(sctx.target))
         if params.get("hold") == name:
             _hold(sctx, conn, tag, name)
         if params.get("fail_at") == name:

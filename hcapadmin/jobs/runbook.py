@@ -55,6 +55,7 @@ logger = logging.getLogger("hcapadmin.jobs")
 PENDING, STEP_RUNNING, DONE, STEP_FAILED, UNDONE, UNDO_FAILED, SKIPPED = (
     "pending", "running", "done", "failed", "undone", "undo_failed", "skipped")
 STEP_STATUSES = (PENDING, STEP_RUNNING, DONE, STEP_FAILED, UNDONE, UNDO_FAILED, SKIPPED)
+UNDO_STATUSES = (UNDONE, UNDO_FAILED, SKIPPED)  # only compensation sets these: no way forward after them
 # Phases of the whole runbook: running steps forward, undoing them, finished.
 PHASE_RUN, PHASE_UNDO, PHASE_DONE = "run", "undo", "done"
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from hcapadmin.audit.models import record
 from hcapadmin.jobs.models import ABANDONED, ACTIVE, FAILED, QUEUED, ROLLBACK, RUN, Job, params_key
-from hcapadmin.jobs.runbook import PHASE_UNDO, initial_state
+from hcapadmin.jobs.runbook import PHASE_UNDO, UNDO_STATUSES, initial_state
 from hcapadmin.jobs.queue import get_queue, redis_connection
 from hcapadmin.jobs.registry import get_kind
 from ops.errors import Forbidden, Invalid, Unavailable
@@ -228,7 +228,9 @@ def _reopen(job: Job, mode: str, request) -> str:
         raise Invalid(f"Job #{job.pk} is already {job.status} to {other}; it cannot also be {verb}.")
     if job.status != ABANDONED:
         raise Invalid(f"Job #{job.pk} is {job.status}; only an abandoned runbook job can be {verb}.")
-    if mode == RUN and job.runbook.get("phase") == PHASE_UNDO:
+    undoing = job.runbook.get("phase") == PHASE_UNDO or any(
+        step.get("status") in UNDO_STATUSES for step in job.runbook.get("steps", []))
+    if mode == RUN and undoing:
         raise Invalid(f"Job #{job.pk} was undoing its steps when its worker died; it can only be rolled back.")
     state = {**job.runbook, "mode": mode, "attempt": job.attempt + 1, "requested_by": principal.name}
     try:
