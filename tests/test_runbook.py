@@ -71,7 +71,8 @@ def test_a_failing_step_undoes_it_and_every_step_before_it_in_reverse_order(jobs
     job = finished(job, jobs_worker_process(imports=KINDS))
     assert events("fail") == ["run:alpha", "run:bravo", "run:charlie", "undo:charlie", "undo:bravo", "undo:alpha"]
     assert job.status == "failed"
-    assert job.error.startswith("Step charlie broke.") and "Undone: “Step charlie”, “Step bravo”, “Step alpha”" in job.error
+    assert job.error.startswith("Step charlie broke.")
+    assert "Undone: “Step charlie”, “Step bravo”, “Step alpha”" in job.error
     assert statuses(job) == {"alpha": "undone", "bravo": "undone", "charlie": "undone"}
     assert job.runbook["steps"][2]["error"] == "step charlie broke"
     assert actions(job)[-1] == "job.failed"

@@ -177,7 +177,8 @@ class StepContext:
         if self._ctx.last_status == ABANDONED:  # the sweeper gave the job up: someone may resume it elsewhere
             raise JobTakenOver(f"job {self._engine.job.pk} was marked abandoned while this worker still ran it")
         if self.timed_out:
-            raise StepTimedOut(f"Step “{self.spec.title}” ran longer than its limit of {self.spec.timeout} seconds.")
+            raise StepTimedOut(f"Step “{self.spec.title}” ran longer than its limit of "
+                               f"{self.spec.timeout} seconds.")
         if not self.undoing:
             self._ctx.check_cancelled()
 

@@ -117,7 +117,7 @@ def cancel(job: Job, *, request) -> str:
     if not job.cancellable:
         raise Invalid(f"{job.title or job.kind} jobs cannot be cancelled once submitted.")
     if job.runbook is not None and job.is_active:
-        if job.runbook.get("mode") == ROLLBACK or job.runbook.get("phase") == "undo":
+        if job.runbook.get("mode") == ROLLBACK or job.runbook.get("phase") == PHASE_UNDO:
             raise Invalid(f"Job #{job.pk} is rolling back; a roll back cannot be cancelled.")
         if job.status == QUEUED and job.attempt > 1:
             raise Invalid(f"Job #{job.pk} is queued to resume an interrupted runbook; cancel it once it runs "
