@@ -11,6 +11,9 @@ their ``AppConfig.ready()``.
 ``mutating=True``: at most one mutating job runs per target database at a time
 (see hcapadmin.jobs.locks).  ``timeout``: seconds before the worker stops the
 job (it is then marked failed).  ``cancellable``: the job page offers Cancel.
+
+A kind made of named steps with undos (a restore, a deploy) is declared with
+``hcapadmin.jobs.runbook.runbook_kind`` instead; its ``steps`` are set here.
 """
 
 from __future__ import annotations
@@ -28,13 +31,18 @@ class JobKind:
     timeout: int = 3600
     cancellable: bool = False
     advice: str = ""  # extra advice shown when a job of this kind is abandoned
+    steps: tuple = ()  # runbook kinds: their hcapadmin.jobs.runbook.Step list, in order
+
+    @property
+    def is_runbook(self) -> bool:
+        return bool(self.steps)
 
 
 _KINDS: dict[str, JobKind] = {}
 
 
 def job_kind(name: str, *, title: str = "", mutating: bool = False, timeout: int = 3600, cancellable: bool = False,
-             advice: str = ""):
+             advice: str = "", steps: tuple = ()):
     if not name or len(name) > 100:
         raise ValueError("job kind name must be 1..100 characters")
     if timeout <= 0:
@@ -44,7 +52,7 @@ def job_kind(name: str, *, title: str = "", mutating: bool = False, timeout: int
         existing = _KINDS.get(name)
         if existing is not None and existing.func.__qualname__ != func.__qualname__:
             raise ValueError(f"job kind {name!r} is already registered by {existing.func.__module__}")
-        _KINDS[name] = JobKind(name, func, title or name, mutating, int(timeout), cancellable, advice)
+        _KINDS[name] = JobKind(name, func, title or name, mutating, int(timeout), cancellable, advice, tuple(steps))
         return func
 
     return decorator

@@ -23,12 +23,11 @@ import traceback
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from hcapadmin.audit.models import record
 from hcapadmin.jobs import locks
 from hcapadmin.jobs.models import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 from hcapadmin.jobs.queue import redis_connection
@@ -84,6 +83,7 @@ class JobContext:
         self._last_flush = 0.0
         self._last_cancel_check = 0.0
         self._cancelled = False
+        self.last_status = job.status  # as last read by is_cancelled()
         # Set by hold_lock() once a mutating job holds its target lock.
         self._lock_redis = None
         self._heartbeat: Heartbeat | None = None
@@ -137,6 +137,7 @@ class JobContext:
         if now - self._last_cancel_check >= CANCEL_CHECK_SECONDS:
             self._last_cancel_check = now
             row = Job.objects.filter(pk=self.job.pk).values("cancel_requested", "status").first()
+            self.last_status = row["status"] if row else None
             if row and (row["cancel_requested"] or row["status"] == CANCELLED):
                 self._cancelled = True
         return self._cancelled
@@ -256,24 +257,15 @@ class Heartbeat(threading.Thread):
                     self.lock_lost = True
 
 
-def _transition(job: Job, from_statuses, to_status: str, action: str, *, actor: str = "system",
-                outcome: str = "success", details: dict | None = None, **fields) -> bool:
-    """Move the job between statuses with its audit event, atomically; False
-    when it was no longer in ``from_statuses`` (e.g. the sweeper got there)."""
-    with transaction.atomic():
-        changed = Job.objects.filter(pk=job.pk, status__in=from_statuses).update(status=to_status, **fields)
-        if not changed:
-            return False
-        record(action, actor=actor, target=job.target, outcome=outcome,
-               details={"job": job.pk, "kind": job.kind, **(details or {})})
-    job.status = to_status
-    return True
-
-
 def _wait_for_lock(ctx: JobContext, job: Job, redis_conn, heartbeat: Heartbeat | None) -> bool:
     """Block until this job holds the target lock.  False if it was cancelled
-    meanwhile.  The job stays ``queued`` while it waits."""
+    meanwhile.  The job stays ``queued`` while it waits; past the job's
+    timeout it raises RQ's JobTimeoutException (as RQ's own limit would, for
+    the kinds RQ times; runbooks run without it)."""
+    from rq.timeouts import JobTimeoutException
+
     announced = None
+    began = time.monotonic()
     while True:
         if locks.try_acquire(redis_conn, job.target, job.pk):
             if heartbeat is not None:
@@ -290,6 +282,8 @@ def _wait_for_lock(ctx: JobContext, job: Job, redis_conn, heartbeat: Heartbeat |
         ctx._last_cancel_check = 0.0
         if ctx.is_cancelled():
             return False
+        if time.monotonic() - began > job.timeout_seconds:
+            raise JobTimeoutException(f"waited longer than {job.timeout_seconds} seconds for the lock")
         Job.objects.filter(pk=job.pk).update(heartbeat_at=_now())
         time.sleep(0.5)
 
@@ -322,8 +316,8 @@ def _execute(job_pk: int) -> str:
     try:
         kind = get_kind(job.kind)
     except KeyError:
-        _transition(job, (QUEUED,), FAILED, "job.failed", outcome="failure", finished_at=_now(),
-                    error=f"This worker does not know job kind {job.kind!r}.", details={"reason": "unknown kind"})
+        job.terminate(FAILED, from_statuses=(QUEUED,), error=f"This worker does not know job kind {job.kind!r}.",
+                      reason="unknown kind")
         return FAILED
     redis_conn = redis_connection() if kind.mutating else None
     heartbeat = None
@@ -341,19 +335,28 @@ def _execute(job_pk: int) -> str:
                            f"change on {job.target} to finish.")
                 ctx.log("FAILED: " + message)
                 ctx.flush()
-                _transition(job, (QUEUED,), FAILED, "job.failed", outcome="failure", finished_at=_now(),
-                            error=message, details={"reason": "timeout waiting for lock"})
+                job.terminate(FAILED, from_statuses=(QUEUED,), error=message, reason="timeout waiting for lock")
                 return job.status
             if not holds_lock:
                 ctx.flush()
                 _finish_cancelled(job)
                 return job.status
-        started = _now()
-        if not _transition(job, (QUEUED,), RUNNING, "job.started", started_at=started, heartbeat_at=started,
-                           details={"worker": name}):
+        if not job.start(worker=name):
             return Job.objects.get(pk=job.pk).status
-        ctx.log(f"Started on {name}.")
+        if job.attempt > 1:
+            ctx.log(f"{'Rolling back' if job.runbook.get('mode') == 'rollback' else 'Resuming'} "
+                    f"(attempt {job.attempt}) on {name}.")
+        else:
+            ctx.log(f"Started on {name}.")
         try:
+            if kind.is_runbook:
+                from hcapadmin.jobs import runbook
+
+                try:
+                    return runbook.execute(ctx, job, kind)
+                except runbook.JobTakenOver as exc:
+                    logger.warning("job %s: %s; this worker stops here", job.pk, exc)
+                    return Job.objects.get(pk=job.pk).status
             result = kind.func(ctx, dict(job.params))
         except JobCancelled:
             ctx.log("Cancelled on request.")
@@ -376,8 +379,7 @@ def _execute(job_pk: int) -> str:
         ctx.progress(1.0)
         ctx.log("Finished.")
         ctx.flush()
-        _transition(job, (RUNNING,), SUCCEEDED, "job.succeeded", finished_at=_now(), result=result, progress=1.0,
-                    details={"result": result})
+        job.terminate(SUCCEEDED, from_statuses=(RUNNING,), result=result)
         return job.status
     finally:
         if heartbeat is not None:
@@ -398,12 +400,10 @@ def _execute(job_pk: int) -> str:
 def _fail(ctx: JobContext, job: Job, message: str, reason: str) -> str:
     ctx.log("FAILED: " + message)
     ctx.flush()
-    _transition(job, (RUNNING,), FAILED, "job.failed", outcome="failure", finished_at=_now(), error=message[:5000],
-                details={"reason": reason, "error": message[:500]})
+    job.terminate(FAILED, from_statuses=(RUNNING,), error=message, reason=reason, details={"error": message[:500]})
     return job.status
 
 
 def _finish_cancelled(job: Job) -> None:
     row = Job.objects.filter(pk=job.pk).values("cancelled_by").first() or {}
-    _transition(job, (QUEUED, RUNNING), CANCELLED, "job.cancelled", actor=row.get("cancelled_by") or "system",
-                finished_at=_now(), error="Cancelled on request.")
+    job.terminate(CANCELLED, actor=row.get("cancelled_by") or "system", error="Cancelled on request.")

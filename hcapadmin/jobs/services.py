@@ -18,13 +18,15 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from hcapadmin.audit.models import record
-from hcapadmin.jobs.models import ABANDONED, ACTIVE, CANCELLED, FAILED, QUEUED, RUNNING, Job, params_key
+from hcapadmin.jobs.models import ABANDONED, ACTIVE, FAILED, QUEUED, ROLLBACK, RUN, Job, params_key
+from hcapadmin.jobs.runbook import PHASE_UNDO, UNDO_STATUSES, initial_state
 from hcapadmin.jobs.queue import get_queue, redis_connection
 from hcapadmin.jobs.registry import get_kind
-from ops.errors import Invalid, Unavailable
+from ops.errors import Forbidden, Invalid, Unavailable
 
 logger = logging.getLogger("hcapadmin.jobs")
 
@@ -73,6 +75,7 @@ def submit(kind: str, params: dict, *, request, target: str) -> tuple[Job, bool]
                 cancellable=spec.cancellable, timeout_seconds=spec.timeout,
                 requested_by=principal.name if principal else "system",
                 requested_groups=list(principal.groups) if principal else [],
+                queued_at=timezone.now(), runbook=initial_state(spec.steps) if spec.is_runbook else None,
             )
             record("job.queued", request=request, target=target,
                    details={"job": job.pk, "kind": kind, "params": params})
@@ -93,51 +96,39 @@ def submit(kind: str, params: dict, *, request, target: str) -> tuple[Job, bool]
 def enqueue(job_pk: int) -> None:
     """Put job #pk on the RQ queue (runs on commit of the submitting transaction)."""
     job = Job.objects.get(pk=job_pk)
+    # A runbook's steps have their own timeouts, acted on by the engine at safe
+    # points; RQ's limit (an alarm that can strike inside any step) is off.
+    timeout = -1 if job.runbook is not None else job.timeout_seconds
     try:
         get_queue().enqueue(
-            "hcapadmin.jobs.runner.execute", job.pk, job_id=job.rq_id, job_timeout=job.timeout_seconds,
+            "hcapadmin.jobs.runner.execute", job.pk, job_id=job.rq_id, job_timeout=timeout,
             result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600, description=f"{job.kind} #{job.pk}",
         )
     except _redis_errors() as exc:
         logger.error("job %s could not be enqueued: %s", job.pk, exc)
-        with transaction.atomic():
-            if Job.objects.filter(pk=job.pk, status=QUEUED).update(
-                status=FAILED, finished_at=timezone.now(), error=QUEUE_DOWN_MESSAGE
-            ):
-                record("job.failed", actor="system", target=job.target, outcome="error",
-                       details={"job": job.pk, "kind": job.kind, "reason": "queue unavailable"})
+        job.terminate(FAILED, from_statuses=(QUEUED,), error=QUEUE_DOWN_MESSAGE, outcome="error",
+                      reason="queue unavailable")
 
 
 def cancel(job: Job, *, request) -> str:
     """Cancel a queued job at once, or ask a running one to stop at its next
     check.  Returns "cancelled" or "requested"; raises Invalid otherwise."""
-    principal = getattr(request, "principal", None)
-    who = principal.name if principal else "anonymous"
-    with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=job.pk)
-        if not job.cancellable:
-            raise Invalid(f"{job.title or job.kind} jobs cannot be cancelled once submitted.")
-        if job.status == QUEUED:
-            job.status = CANCELLED
-            job.finished_at = timezone.now()
-            job.cancel_requested = True
-            job.cancelled_by = who
-            job.error = "Cancelled before it started."
-            job.save(update_fields=["status", "finished_at", "cancel_requested", "cancelled_by", "error"])
-            record("job.cancelled", request=request, target=job.target, details={"job": job.pk, "kind": job.kind})
-            rq_id = job.rq_id
-            transaction.on_commit(lambda: _cancel_rq(rq_id))
-            return "cancelled"
-        if job.status == RUNNING:
-            if job.cancel_requested:
-                return "requested"
-            job.cancel_requested = True
-            job.cancelled_by = who
-            job.save(update_fields=["cancel_requested", "cancelled_by"])
-            record("job.cancel_requested", request=request, target=job.target,
-                   details={"job": job.pk, "kind": job.kind})
-            return "requested"
-        raise Invalid(f"Job #{job.pk} has already finished ({job.status}).")
+    job = Job.objects.get(pk=job.pk)
+    if not job.cancellable:
+        raise Invalid(f"{job.title or job.kind} jobs cannot be cancelled once submitted.")
+    if job.runbook is not None and job.is_active:
+        if job.runbook.get("mode") == ROLLBACK or job.runbook.get("phase") == PHASE_UNDO:
+            raise Invalid(f"Job #{job.pk} is rolling back; a roll back cannot be cancelled.")
+        if job.status == QUEUED and job.attempt > 1:
+            raise Invalid(f"Job #{job.pk} is queued to resume an interrupted runbook; cancel it once it runs "
+                          "(what its steps did is then undone).")
+    outcome = job.request_cancel(request=request)
+    if outcome == "cancelled":
+        rq_id = job.rq_id
+        transaction.on_commit(lambda: _cancel_rq(rq_id))
+    if outcome:
+        return outcome
+    raise Invalid(f"Job #{job.pk} has already finished ({job.status}).")
 
 
 def _cancel_rq(rq_id: str) -> None:
@@ -154,6 +145,11 @@ ABANDONED_ADVICE = (
     "The worker running this job stopped responding (crash, out-of-memory kill, or redeploy). "
     "Check what the last step may have changed before trying again{extra}, then submit the job again."
 )
+RUNBOOK_ABANDONED_ADVICE = (
+    "The worker running this job stopped responding (crash, out-of-memory kill, or redeploy). "
+    "Its steps' state is kept: an admin can resume it (the interrupted step runs again, the done ones are kept) "
+    "or roll it back (what ran is undone in reverse order){extra}."
+)
 
 
 def sweep(now=None) -> list[int]:
@@ -168,7 +164,8 @@ def sweep(now=None) -> list[int]:
             abandoned.append(job.pk)
     # Queued for long without any worker picking it up, and RQ no longer has it.
     grace = now - timedelta(seconds=int(getattr(settings, "JOB_QUEUE_GRACE_SECONDS", 300)))
-    lost = list(Job.objects.filter(status=QUEUED, heartbeat_at__isnull=True, created_at__lt=grace)[:50])
+    lost = list(Job.objects.annotate(since=Coalesce("queued_at", "created_at"))
+                .filter(status=QUEUED, heartbeat_at__isnull=True, since__lt=grace)[:50])
     if lost:
         try:
             from rq.job import Job as RQJob
@@ -190,20 +187,64 @@ def _abandon(job: Job, heartbeat_at, why: str) -> bool:
         extra = get_kind(job.kind).advice
     except KeyError:
         extra = ""
-    message = f"Abandoned{step_text}: {why}. " + ABANDONED_ADVICE.format(extra=(" " + extra) if extra else "")
+    advice = RUNBOOK_ABANDONED_ADVICE if job.runbook is not None else ABANDONED_ADVICE
+    message = f"Abandoned{step_text}: {why}. " + advice.format(extra=(" " + extra) if extra else "")
     steps = list(job.steps or [])
     if steps and steps[-1].get("outcome") == "running":
         steps[-1] = {**steps[-1], "outcome": "abandoned"}
-    with transaction.atomic():
-        changed = Job.objects.filter(pk=job.pk, status__in=ACTIVE, heartbeat_at=heartbeat_at).update(
-            status=ABANDONED, finished_at=timezone.now(), error=message, steps=steps
-        )
-        if not changed:
-            return False
-        record("job.abandoned", actor="system", target=job.target, outcome="error",
-               details={"job": job.pk, "kind": job.kind, "last_step": step["name"] if step else None,
-                        "worker": job.worker_name})
-    return True
+    return job.abandon(error=message, heartbeat_at=heartbeat_at, steps=steps,
+                       details={"last_step": step["name"] if step else None, "worker": job.worker_name})
+
+
+def resume(job: Job, *, request) -> str:
+    """Resume an abandoned runbook job: a worker runs its steps on from the
+    one its dead worker was in (run again from its start; the step's code
+    checks the world first).  Admin only; audited ``job.resume_requested``.
+    Returns "queued", or "already queued" when it already was (a repeat is a
+    no-op); raises Invalid when the job cannot be resumed."""
+    return _reopen(job, RUN, request)
+
+
+def roll_back(job: Job, *, request) -> str:
+    """Roll back an abandoned runbook job: a worker undoes, in reverse order,
+    every step that ran or was running.  Admin only; audited
+    ``job.rollback_requested``; the job then ends ``cancelled`` (or
+    ``needs_attention`` if an undo fails).  Same returns as ``resume``."""
+    return _reopen(job, ROLLBACK, request)
+
+
+def _reopen(job: Job, mode: str, request) -> str:
+    principal = getattr(request, "principal", None)
+    if principal is None or not principal.has_perm("operate"):
+        raise Forbidden("Only an admin can resume or roll back a job.")
+    verb = "resumed" if mode == RUN else "rolled back"
+    job = Job.objects.get(pk=job.pk)
+    if job.runbook is None:
+        raise Invalid(f"Job #{job.pk} is not a runbook job, so it cannot be {verb}; submit it again instead.")
+    if job.is_active and job.attempt > 1:
+        if job.runbook.get("mode") == mode:
+            return "already queued"
+        other = "roll back" if mode == RUN else "resume"
+        raise Invalid(f"Job #{job.pk} is already {job.status} to {other}; it cannot also be {verb}.")
+    if job.status != ABANDONED:
+        raise Invalid(f"Job #{job.pk} is {job.status}; only an abandoned runbook job can be {verb}.")
+    undoing = job.runbook.get("phase") == PHASE_UNDO or any(
+        step.get("status") in UNDO_STATUSES for step in job.runbook.get("steps", []))
+    if mode == RUN and undoing:
+        raise Invalid(f"Job #{job.pk} was undoing its steps when its worker died; it can only be rolled back.")
+    state = {**job.runbook, "mode": mode, "attempt": job.attempt + 1, "requested_by": principal.name}
+    try:
+        with transaction.atomic():
+            won = job.reopen(mode, request=request, runbook=state)
+            if won:
+                transaction.on_commit(lambda: enqueue(job.pk))
+    except IntegrityError:
+        other = Job.objects.filter(params_key=job.params_key, status__in=ACTIVE).first()
+        raise Invalid(f"An identical job (#{other.pk if other else '?'}) is queued or running; job #{job.pk} can "
+                      f"be {verb} once it has finished.") from None
+    if not won:  # someone else reopened it between our read and our update: answer from the new state
+        return _reopen(job, mode, request)
+    return "queued"
 
 
 def default_target() -> str:

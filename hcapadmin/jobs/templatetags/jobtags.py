@@ -24,8 +24,8 @@ def duration(seconds):
     return f"{days} d {hours} h"
 
 
-STATUS_CLASS = {"succeeded": "ok", "failed": "bad", "abandoned": "bad", "cancelled": "warn", "running": "",
-                "queued": ""}
+STATUS_CLASS = {"succeeded": "ok", "failed": "bad", "abandoned": "bad", "needs_attention": "bad", "cancelled": "warn",
+                "running": "", "queued": ""}
 
 
 @register.filter
