@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -39,6 +40,7 @@ from pymongo import errors as mongo_errors
 from ops.errors import Invalid, OpsError, Timeout, Unavailable
 
 UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # winston's npm levels, most severe first.
 LEVELS = ("error", "warn", "info", "http", "verbose", "debug", "silly")
 PRESETS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
@@ -65,6 +67,9 @@ MAX_BUCKETS = 30
 # Time formats accepted for since/until (besides full ISO 8601 with an offset).
 _LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M",
                   "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+# The instants a since/until may name (see parse_time).
+TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(9001, 1, 1, tzinfo=UTC)
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -119,17 +124,24 @@ def parse_time(value: str, tz: ZoneInfo, what: str) -> datetime:
     """An absolute time: ISO 8601 with an offset (or Z) is taken as is; a
     local time without offset is in ``tz``.  A wall-clock time that does not
     exist in ``tz`` (skipped by a DST change) is refused; an ambiguous one
-    (repeated by a DST change) means its first occurrence."""
+    (repeated by a DST change) means its first occurrence.
+
+    Only ASCII digits are read (``datetime`` and ``strptime`` would also take
+    Arabic-Indic or full-width ones), and the instant must lie in
+    ``[TIME_MIN, TIME_MAX)``: far enough from both ends of Python's calendar
+    that showing it in any zone, adding a histogram bucket or a day to it
+    can never overflow (year 1 at +01:00 is before year 1 in UTC)."""
     text = value.strip()
-    if len(text) > 40:
-        raise LogFilterError(f"{what}: not a date/time")
+    bad = LogFilterError(f"{what}: expected a date/time like 2026-03-08T14:30 (got {text[:40]!r})")
+    if len(text) > 40 or not text.isascii() or not re.fullmatch(r"[0-9T:.+\-Zz ]+", text):
+        raise bad
     parsed = None
     try:
         candidate = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         if candidate.tzinfo is not None:
-            return candidate.astimezone(UTC)
+            return _in_bounds(candidate.astimezone(UTC), what, text)
         parsed = candidate
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     if parsed is None:
         for fmt in _LOCAL_FORMATS:
@@ -138,13 +150,19 @@ def parse_time(value: str, tz: ZoneInfo, what: str) -> datetime:
                 break
             except ValueError:
                 continue
-    if parsed is None or parsed.year < 1970 or parsed.year > 9000:
-        raise LogFilterError(f"{what}: expected a date/time like 2026-03-08T14:30 (got {text[:40]!r})")
+    if parsed is None or not TIME_MIN.year <= parsed.year < TIME_MAX.year:
+        raise bad
     local = parsed.replace(tzinfo=tz, fold=0)
     back = local.astimezone(UTC).astimezone(tz)
     if back.replace(tzinfo=None) != parsed:
         raise LogFilterError(f"{what}: {text} does not exist in {tz.key} (clocks skip it for daylight saving time)")
-    return local.astimezone(UTC)
+    return _in_bounds(local.astimezone(UTC), what, text)
+
+
+def _in_bounds(moment: datetime, what: str, text: str) -> datetime:
+    if not TIME_MIN <= moment < TIME_MAX:
+        raise LogFilterError(f"{what}: expected a time from {TIME_MIN.year} to {TIME_MAX.year - 1} (got {text[:40]!r})")
+    return moment
 
 
 @dataclass(frozen=True)
@@ -229,9 +247,9 @@ def meta_candidates(value: str) -> list:
     """``meta.<key>=500`` matches the string "500" and the number 500;
     ``true``/``false`` also match the JSON boolean."""
     out: list = [value]
-    if re.fullmatch(r"-?\d{1,18}", value):
+    if re.fullmatch(r"-?[0-9]{1,18}", value):
         out.append(int(value))
-    elif re.fullmatch(r"-?\d+\.\d+", value) and len(value) < 30:
+    elif re.fullmatch(r"-?[0-9]+\.[0-9]+", value) and len(value) < 30:
         out.append(float(value))
     elif value == "true":
         out.append(True)
@@ -298,7 +316,7 @@ def parse_filter(params: Mapping, *, tz_default: str = "UTC", now: datetime | No
 def parse_limit(value, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
     if value in (None, ""):
         return default
-    if not isinstance(value, str) or not re.fullmatch(r"\d{1,6}", value.strip()):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,6}", value.strip()):
         raise LogFilterError(f"limit: expected a whole number from 1 to {maximum}")
     number = int(value)
     if not 1 <= number <= maximum:
@@ -307,9 +325,15 @@ def parse_limit(value, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -
 
 
 # --- cursors ----------------------------------------------------------------------
+# The listing is two segments, each in a fixed order: documents whose
+# ``timestamp`` is a date, by (timestamp, _id) descending, then the few whose
+# ``timestamp`` is missing, null or not a date (written by hand or by another
+# tool), by ``_id`` descending.  MongoDB and FerretDB both sort dates above
+# every other type in a descending sort, so the first segment is also what the
+# server returns first.  A Position in the second segment has timestamp None.
 @dataclass(frozen=True)
 class Position:
-    timestamp: datetime
+    timestamp: datetime | None
     id: object
 
 
@@ -321,14 +345,22 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
 def encode_cursor(position: Position, key: bytes) -> str:
-    ms = int(position.timestamp.timestamp() * 1000) if position.timestamp.tzinfo else int(
-        position.timestamp.replace(tzinfo=UTC).timestamp() * 1000)
-    if isinstance(position.id, ObjectId):
-        kind, ident = "o", str(position.id)
+    ms = None if position.timestamp is None else _ms(position.timestamp)
+    ident = position.id
+    if isinstance(ident, ObjectId):
+        kind, text = "o", str(ident)
+    elif isinstance(ident, int) and not isinstance(ident, bool):
+        kind, text = "i", str(ident)
     else:
-        kind, ident = "s", str(position.id)
-    payload = _b64(json.dumps([1, ms, kind, ident], separators=(",", ":")).encode("utf-8"))
+        kind, text = "s", str(ident)
+    payload = _b64(json.dumps([2, ms, kind, text], separators=(",", ":")).encode("utf-8"))
     sig = _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()[:16])
     return f"{payload}.{sig}"
 
@@ -345,19 +377,27 @@ def decode_cursor(token: str, key: bytes) -> Position:
         raise bad
     try:
         version, ms, kind, ident = json.loads(_unb64(payload))
-        if version != 1 or not isinstance(ms, int) or kind not in ("o", "s") or not isinstance(ident, str):
+        if version not in (1, 2) or kind not in ("o", "s", "i") or not isinstance(ident, str):
             raise ValueError
-        ts = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-        return Position(ts, ObjectId(ident) if kind == "o" else ident)
+        if not (isinstance(ms, int) or (ms is None and version == 2)):
+            raise ValueError
+        ts = None if ms is None else EPOCH + timedelta(milliseconds=ms)
+        value = ObjectId(ident) if kind == "o" else int(ident) if kind == "i" else ident
+        return Position(ts, value)
     except (ValueError, TypeError, InvalidId, OverflowError):
         raise bad from None
 
 
+def _dated(value) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
 def position_of(doc: dict) -> Position:
-    ts = doc.get("timestamp")
-    if isinstance(ts, datetime) and ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return Position(ts, doc["_id"])
+    """Where ``doc`` sits in the listing (any document, whatever its
+    ``timestamp`` holds)."""
+    return Position(_dated(doc.get("timestamp")), doc.get("_id"))
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -413,6 +453,16 @@ def jsonable(value):
     return str(value)
 
 
+def _timestamp_text(ts) -> str | None:
+    """The API's ``timestamp``: ISO 8601 for a date; a document written
+    with something else there shows that value as text."""
+    if isinstance(ts, datetime):
+        return iso(ts)
+    if ts is None or isinstance(ts, str):
+        return ts
+    return json.dumps(jsonable(ts), ensure_ascii=False)
+
+
 def serialize(doc: dict) -> dict:
     """A log document in the API's shape."""
     ts = doc.get("timestamp")
@@ -422,7 +472,7 @@ def serialize(doc: dict) -> dict:
     meta = doc.get("meta")
     return {
         "id": str(doc.get("_id")),
-        "timestamp": iso(ts) if isinstance(ts, datetime) else (None if ts is None else str(ts)),
+        "timestamp": _timestamp_text(ts),
         "level": doc.get("level") if isinstance(doc.get("level"), str) else jsonable(doc.get("level")),
         "message": message,
         "meta": jsonable(meta) if meta is not None else None,
@@ -438,6 +488,14 @@ class Page:
     older: Position | None       # pass as before= for the next (older) page
     newer: Position | None       # pass as after= for the previous (newer) page
     at_newest: bool              # True when nothing newer than the first item matched at query time
+
+
+# Documents whose ``timestamp`` is not a date (the listing's second segment).
+UNDATED = {"timestamp": {"$not": {"$type": "date"}}}
+# A bound every BSON date passes: turns "any timestamp" into "a dated one".
+ANY_DATE = {"$gte": datetime(1, 1, 1, tzinfo=UTC)}
+SORT_ID_DESC = [("_id", DESCENDING)]
+SORT_ID_ASC = [("_id", ASCENDING)]
 
 
 def _keyset(base: dict, position: Position, older: bool) -> dict:
@@ -457,26 +515,29 @@ def _keyset(base: dict, position: Position, older: bool) -> dict:
 
 
 def _id_key(value):
-    # ObjectIds compare with ObjectIds; anything else by its string form.
-    return (0, value.binary) if isinstance(value, ObjectId) else (1, str(value))
+    # _id values in BSON's cross-type order (numbers < strings < ObjectIds),
+    # which is the order the server sorts them in.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value), "")
+    if isinstance(value, str):
+        return (2, 0.0, value)
+    if isinstance(value, ObjectId):
+        return (7, 0.0, value.binary.hex())
+    return (9, 0.0, str(value))
 
 
 def _beyond(doc: dict, position: Position, older: bool) -> bool:
-    ts = doc.get("timestamp")
-    if isinstance(ts, datetime) and ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    if ts != position.timestamp:
-        return True  # the query already holds it strictly beyond
+    if position.timestamp is not None:
+        ts = _dated(doc.get("timestamp"))
+        if ts != position.timestamp:
+            return True  # the query already holds it strictly beyond
     a, b = _id_key(doc.get("_id")), _id_key(position.id)
     return a < b if older else a > b
 
 
-def _find_beyond(collection, base: dict, position: Position, *, older: bool, want: int, max_time_ms: int) -> list[dict]:
-    """Up to ``want`` documents strictly beyond ``position`` in the page
-    order: (timestamp, _id) descending when ``older``, else ascending."""
-    query = _keyset(base, position, older)
-    sort = SORT_DESC if older else SORT_ASC
-    extra = 64  # room for documents sharing the cursor's millisecond
+def _scan_beyond(collection, query: dict, sort, position: Position, *, older: bool, want: int,
+                 max_time_ms: int) -> list[dict]:
+    extra = 64  # room for documents sharing the cursor's millisecond (or all undated ones)
     while True:
         fetch = want + extra
         raw = list(collection.find(query, sort=sort, limit=fetch, max_time_ms=max_time_ms))
@@ -484,6 +545,41 @@ def _find_beyond(collection, base: dict, position: Position, *, older: bool, wan
         if len(docs) >= want or len(raw) < fetch or extra >= 1_000_000:
             return docs[:want]
         extra *= 16
+
+
+def _find_beyond(collection, base: dict, position: Position, *, older: bool, want: int, max_time_ms: int,
+                 undated: bool = False) -> list[dict]:
+    """Up to ``want`` documents strictly beyond ``position`` in the listing
+    order (older: the listing's order; newer: its reverse), crossing from one
+    segment into the other when ``undated`` (the filter has no time bound,
+    so undated documents can match)."""
+    if position.timestamp is not None:
+        query = _keyset(base, position, older)
+        docs = _scan_beyond(collection, query, SORT_DESC if older else SORT_ASC, position, older=older,
+                            want=want, max_time_ms=max_time_ms)
+        if older and undated and len(docs) < want:
+            docs += list(collection.find(_combine(base, UNDATED), sort=SORT_ID_DESC, limit=want - len(docs),
+                                         max_time_ms=max_time_ms))
+        return docs
+    query = _combine(base, UNDATED)
+    docs = _scan_beyond(collection, query, SORT_ID_DESC if older else SORT_ID_ASC, position, older=older,
+                        want=want, max_time_ms=max_time_ms)
+    if not older and len(docs) < want:
+        docs += list(collection.find(_combine(base, {"timestamp": ANY_DATE}), sort=SORT_ASC,
+                                     limit=want - len(docs), max_time_ms=max_time_ms))
+    return docs
+
+
+def _first(collection, base: dict, *, want: int, max_time_ms: int, undated: bool) -> list[dict]:
+    """The first ``want`` documents of the listing, newest first."""
+    if not undated:
+        return list(collection.find(base, sort=SORT_DESC, limit=want, max_time_ms=max_time_ms))
+    docs = list(collection.find(_combine(base, {"timestamp": ANY_DATE}), sort=SORT_DESC, limit=want,
+                                max_time_ms=max_time_ms))
+    if len(docs) < want:
+        docs += list(collection.find(_combine(base, UNDATED), sort=SORT_ID_DESC, limit=want - len(docs),
+                                     max_time_ms=max_time_ms))
+    return docs
 
 
 def _combine(*queries: dict) -> dict:
@@ -507,9 +603,11 @@ def fetch_page(collection, flt: LogFilter, *, before: Position | None = None, af
         raise LogFilterError("give before or after, not both")
     limit = max(1, min(int(limit), MAX_LIMIT))
     base = flt.to_query()
+    undated = "timestamp" not in base
     with _db_errors(max_time_ms):
         if after is not None:
-            docs = _find_beyond(collection, base, after, older=False, want=limit + 1, max_time_ms=max_time_ms)
+            docs = _find_beyond(collection, base, after, older=False, want=limit + 1, max_time_ms=max_time_ms,
+                                undated=undated)
             more_newer = len(docs) > limit
             docs = list(reversed(docs[:limit]))
             return Page(
@@ -519,9 +617,10 @@ def fetch_page(collection, flt: LogFilter, *, before: Position | None = None, af
                 at_newest=not more_newer,
             )
         if before is not None:
-            docs = _find_beyond(collection, base, before, older=True, want=limit + 1, max_time_ms=max_time_ms)
+            docs = _find_beyond(collection, base, before, older=True, want=limit + 1, max_time_ms=max_time_ms,
+                                undated=undated)
         else:
-            docs = list(collection.find(base, sort=SORT_DESC, limit=limit + 1, max_time_ms=max_time_ms))
+            docs = _first(collection, base, want=limit + 1, max_time_ms=max_time_ms, undated=undated)
     more_older = len(docs) > limit
     docs = docs[:limit]
     return Page(
@@ -536,12 +635,13 @@ def fetch_newer(collection, flt: LogFilter, after: Position | None, *, limit: in
                 max_time_ms: int = 5000) -> list[dict]:
     """Follow mode: matching documents newer than ``after`` (newest first),
     ignoring ``until`` so new arrivals show up."""
-    base = LogFilter(since=flt.since, until=None, levels=flt.levels, label=flt.label, host=flt.host,
-                     text=flt.text, meta=flt.meta, range=flt.range, tz=flt.tz).to_query()
+    base = dataclasses.replace(flt, until=None).to_query()
+    undated = "timestamp" not in base
     with _db_errors(max_time_ms):
         if after is None:
-            return list(collection.find(base, sort=SORT_DESC, limit=limit, max_time_ms=max_time_ms))
-        docs = _find_beyond(collection, base, after, older=False, want=limit, max_time_ms=max_time_ms)
+            return _first(collection, base, want=limit, max_time_ms=max_time_ms, undated=undated)
+        docs = _find_beyond(collection, base, after, older=False, want=limit, max_time_ms=max_time_ms,
+                            undated=undated)
     return list(reversed(docs))
 
 
