@@ -95,6 +95,19 @@ def _row(doc: dict, tz) -> dict:
     }
 
 
+def _legend(buckets) -> list[dict]:
+    """Every level with its total in the range: the transport stores only its
+    own level and above (``info`` by default), so absent levels are common and
+    are shown as such rather than as colours that appear nowhere."""
+    totals: dict[str, int] = {}
+    for b in buckets:
+        for level, count in b.counts.items():
+            totals[level] = totals.get(level, 0) + count
+    extra = sorted(set(totals) - set(logs.LEVELS))
+    return [{"level": lv, "css": lv, "count": totals.get(lv, 0)} for lv in logs.LEVELS] + \
+        [{"level": lv, "css": "other", "count": totals[lv]} for lv in extra]
+
+
 def _svg_histogram(buckets, parsed: _Request, tz) -> dict:
     width, height = 960, 120
     top = max((b.total for b in buckets), default=0)
@@ -119,7 +132,7 @@ def _svg_histogram(buckets, parsed: _Request, tz) -> dict:
                  f"{b.total} documents" + "".join(f", {lv} {b.counts[lv]}" for lv in logs.LEVELS if b.counts.get(lv)))
         bars.append({"x": round(x, 2), "w": round(slot, 2), "rects": rects, "href": "/logs/?" + urlencode(pairs),
                      "label": label, "total": b.total})
-    return {"width": width, "height": height, "bars": bars, "max": top,
+    return {"width": width, "height": height, "bars": bars, "max": top, "legend": _legend(buckets),
             "total": sum(b.total for b in buckets), "first": buckets[0].start if buckets else None,
             "last": buckets[-1].end if buckets else None}
 
@@ -239,8 +252,8 @@ def logs_histogram(request):
         parsed = _Request(request, default_range="24h", tz_default=settings.TIME_ZONE,
                           default_limit=settings.LOG_PAGE_SIZE)
         buckets = logs.histogram(parsed.collection, parsed.filter, max_time_ms=settings.LOG_MAX_TIME_MS)
-        ctx = {"hist": _svg_histogram(buckets, parsed, ZoneInfo(parsed.filter.tz)), "levels": logs.LEVELS,
-               "tz": parsed.filter.tz}
+        hist = _svg_histogram(buckets, parsed, ZoneInfo(parsed.filter.tz))
+        ctx = {"hist": hist, "legend": hist["legend"], "tz": parsed.filter.tz}
         return render(request, "logbrowser/_histogram.html", ctx)
     except (LogFilterError, LogQueryTimeout, LogUnavailable) as exc:
         return render(request, "logbrowser/_histogram.html", {"error": str(exc)}, status=_status(exc))
