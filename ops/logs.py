@@ -5,7 +5,16 @@ types is validated here and only ever reaches MongoDB as a *value*: the text
 filter is ``re.escape``d into a case-insensitive ``$regex``, ``meta.<key>``
 keys must match ``KEY_RE`` (no ``$``, no empty parts), levels come from a
 fixed list, and times are parsed into datetimes.  No user string is ever used
-as a field name or operator except a validated meta key under ``meta.``.
+as a field name or operator except a validated meta key under one of the
+configured metadata fields.
+
+Metadata: winston-mongodb stores each log call's metadata under its
+``metaKey`` option, ``metadata`` by default (HCAP keeps the default); older or
+customised setups use ``meta``.  ``meta_keys`` (``HCAPADMIN_LOG_META_KEYS``,
+default ``metadata,meta``) lists the fields to read, in order: an item's
+``meta`` in the API is the first of them present in the document, and
+``meta.<key>=value`` matches when that path under any of them holds the
+value (one top-level ``$or`` with a branch per field; one field, no ``$or``).
 
 Operators used (all supported by both MongoDB and FerretDB 1.24): ``$and``,
 ``$or``, ``$in``, ``$gte``, ``$lt``, ``$gt``, ``$regex`` with ``$options: "i"``,
@@ -47,6 +56,9 @@ PRESETS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timede
 KEY_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 MAX_TEXT = 500          # characters in any text filter
 MAX_META = 10           # meta.<key> pairs
+# Fields a document's metadata may live under, in the order they are read.
+META_KEYS = ("metadata", "meta")
+META_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 SORT_DESC = [("timestamp", DESCENDING), ("_id", DESCENDING)]
@@ -176,6 +188,7 @@ class LogFilter:
     meta: tuple[tuple[str, str], ...] = ()
     range: str = ""                      # preset name, "custom", or "" (no time bound)
     tz: str = "UTC"
+    meta_keys: tuple[str, ...] = META_KEYS
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     # MongoDB filter document.  Values only; keys are fixed or validated.
@@ -201,8 +214,15 @@ class LogFilter:
             query["hostname"] = self.host
         if self.text:
             query["message"] = {"$regex": re.escape(self.text), "$options": "i"}
-        for key, value in self.meta:
-            query["meta." + key] = {"$in": meta_candidates(value)}
+        if self.meta:
+            branches = [{f"{field}.{key}": {"$in": meta_candidates(value)} for key, value in self.meta}
+                        for field in self.meta_keys]
+            if len(branches) == 1:
+                query.update(branches[0])
+            else:
+                # A document keeps all its metadata under one field, so every
+                # pair must match under the same one.
+                query["$or"] = branches
         return query
 
     def params(self, *, with_time: bool = True) -> list[tuple[str, str]]:
@@ -259,7 +279,7 @@ def meta_candidates(value: str) -> list:
 
 
 def parse_filter(params: Mapping, *, tz_default: str = "UTC", now: datetime | None = None,
-                 default_range: str = "") -> LogFilter:
+                 default_range: str = "", meta_keys: tuple[str, ...] = META_KEYS) -> LogFilter:
     """Build a ``LogFilter`` from request parameters (a Django QueryDict or a
     dict of str/list).  Unknown parameters are ignored; bad values raise
     ``LogFilterError`` with a message fit for a 400."""
@@ -309,7 +329,7 @@ def parse_filter(params: Mapping, *, tz_default: str = "UTC", now: datetime | No
             raise LogFilterError(f"range: expected one of {', '.join(PRESETS)}, all")
     return LogFilter(
         since=since, until=until, levels=tuple(levels), label=_one(params, "label"), host=_one(params, "host"),
-        text=_one(params, "q"), meta=tuple(meta), range=range_name, tz=tz.key,
+        text=_one(params, "q"), meta=tuple(meta), range=range_name, tz=tz.key, meta_keys=tuple(meta_keys),
     )
 
 
@@ -463,13 +483,23 @@ def _timestamp_text(ts) -> str | None:
     return json.dumps(jsonable(ts), ensure_ascii=False)
 
 
-def serialize(doc: dict) -> dict:
-    """A log document in the API's shape."""
+def metadata_of(doc: dict, meta_keys: tuple[str, ...] = META_KEYS):
+    """The document's metadata: the first of ``meta_keys`` it holds (None
+    when it holds none)."""
+    for field in meta_keys:
+        value = doc.get(field)
+        if value is not None:
+            return value
+    return None
+
+
+def serialize(doc: dict, meta_keys: tuple[str, ...] = META_KEYS) -> dict:
+    """A log document in the API's shape (``meta`` whichever field held it)."""
     ts = doc.get("timestamp")
     message = doc.get("message")
     if message is not None and not isinstance(message, str):
         message = json.dumps(jsonable(message), ensure_ascii=False)
-    meta = doc.get("meta")
+    meta = metadata_of(doc, meta_keys)
     return {
         "id": str(doc.get("_id")),
         "timestamp": _timestamp_text(ts),
@@ -752,17 +782,17 @@ def export_chunks(collection, flt: LogFilter, *, fmt: str, limit: int, max_time_
             first = next(cursor)
         except StopIteration:
             first = None
-    return _export_iter(cursor, first, fmt, max_time_ms, batch_size)
+    return _export_iter(cursor, first, fmt, max_time_ms, batch_size, flt.meta_keys)
 
 
-def _export_iter(cursor, first, fmt, max_time_ms, batch_size):
+def _export_iter(cursor, first, fmt, max_time_ms, batch_size, meta_keys):
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
 
     def emit(doc):
-        item = serialize(doc)
+        item = serialize(doc, meta_keys)
         if writer is None:
             buffer.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
             buffer.write("\n")
@@ -802,6 +832,19 @@ def index_status(collection, *, max_time_ms: int = 5000) -> list[dict]:
     return out
 
 
+def meta_key_usage(collection, meta_keys: tuple[str, ...] = META_KEYS, *, max_time_ms: int = 5000) -> dict[str, bool]:
+    """{field: whether any document holds it} for each configured metadata
+    field.  Metadata filters are never index-backed (the timestamp or
+    level+timestamp index bounds the documents they are checked on); each
+    field that no document uses only adds a branch to every such filter."""
+    out = {}
+    with _db_errors(max_time_ms):
+        for field in meta_keys:
+            out[field] = collection.find_one({field: {"$exists": True}}, projection={"_id": 1},
+                                             max_time_ms=max_time_ms) is not None
+    return out
+
+
 def missing_indexes(collection, **kwargs) -> list[str]:
     return [row["name"] for row in index_status(collection, **kwargs) if not row["present"]]
 
@@ -821,5 +864,5 @@ __all__ = [
     "LEVELS", "PRESETS", "KEY_RE", "LogFilter", "LogFilterError", "LogQueryTimeout", "LogUnavailable", "OpsError",
     "Page", "Position", "Bucket", "parse_filter", "parse_limit", "parse_timezone", "parse_time", "encode_cursor",
     "decode_cursor", "fetch_page", "fetch_newer", "find_document", "histogram", "bucket_edges", "export_chunks",
-    "serialize", "iso", "index_status", "missing_indexes", "ensure_indexes", "CSV_COLUMNS",
+    "serialize", "metadata_of", "meta_key_usage", "META_KEYS", "iso", "index_status", "missing_indexes", "ensure_indexes", "CSV_COLUMNS",
 ]

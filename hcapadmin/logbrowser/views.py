@@ -46,7 +46,8 @@ class _Request:
     def __init__(self, request, *, default_range: str, tz_default: str, default_limit: int):
         params = request.GET
         self.source, self.collection = mongo.collection(params.get("source") or None)
-        self.filter = logs.parse_filter(params, tz_default=tz_default, default_range=default_range)
+        self.filter = logs.parse_filter(params, tz_default=tz_default, default_range=default_range,
+                                        meta_keys=settings.LOG_META_KEYS)
         self.limit = logs.parse_limit(params.get("limit"), default=default_limit)
         before, after = params.get("before"), params.get("after")
         if before and after:
@@ -71,7 +72,7 @@ class _Request:
 
 # --- formatting -------------------------------------------------------------------------
 def _row(doc: dict, tz) -> dict:
-    item = logs.serialize(doc)
+    item = logs.serialize(doc, settings.LOG_META_KEYS)
     ts = doc.get("timestamp")
     message = item["message"] if isinstance(item["message"], str) else ("" if item["message"] is None else str(item["message"]))
     lines = message.splitlines() or [""]
@@ -294,7 +295,7 @@ def log_detail(request, doc_id: str):
                       status=_status(exc))
     if doc is None:
         raise Http404("no such log entry")
-    item = logs.serialize(doc)
+    item = logs.serialize(doc, settings.LOG_META_KEYS)
     whole = logs.jsonable(doc)
     whole["_id"] = item["id"]
     pretty = json.dumps(whole, indent=2, ensure_ascii=False, sort_keys=False)
@@ -350,7 +351,7 @@ def api_logs(request):
     except (LogFilterError, LogQueryTimeout, LogUnavailable) as exc:
         return json_error(str(exc), _status(exc))
     return JsonResponse({
-        "items": [logs.serialize(d) for d in page.items],
+        "items": [logs.serialize(d, settings.LOG_META_KEYS) for d in page.items],
         "next": logs.encode_cursor(page.older, _key()) if page.older else None,
         "newer": logs.encode_cursor(page.newer, _key()) if page.newer else None,
     })
