@@ -28,6 +28,7 @@ Every query carries ``maxTimeMS`` and a hard ``limit``.
 from __future__ import annotations
 
 import base64
+import bisect
 import csv
 import dataclasses
 import hashlib
@@ -723,33 +724,104 @@ def bucket_edges(since: datetime, until: datetime, max_buckets: int = MAX_BUCKET
     return edges
 
 
-def histogram(collection, flt: LogFilter, *, now: datetime | None = None, max_time_ms: int = 5000,
-              max_buckets: int = MAX_BUCKETS) -> list[Bucket]:
-    """Documents per time bucket, by level, for the filter; computed in the
-    database: one ``$match`` (indexed range) + ``$group`` by level per bucket,
-    all within one ``max_time_ms`` budget."""
+# How the histogram counts, by server.  MongoDB counts each bucket with an
+# index range scan on ``timestamp`` (or ``level``+``timestamp``), so one small
+# aggregation per bucket is cheap there and nothing but counts crosses the
+# wire.  FerretDB 1.x cannot count a range with an index: every range query
+# reads the whole collection, so per-bucket counting costs one full read per
+# bucket (30 of them).  There one find fetches only ``timestamp`` and
+# ``level`` of the matching documents and Python buckets them: one read.
+MONGODB, FERRETDB = "mongodb", "ferretdb"
+
+
+def server_kind(database) -> str:
+    """``ferretdb`` when the server is FerretDB (its ``buildInfo`` carries a
+    ``ferretdbVersion`` key), else ``mongodb``."""
+    with _db_errors(5000):
+        info = database.command("buildInfo")
+    return FERRETDB if "ferretdbVersion" in info or "ferretdb" in info else MONGODB
+
+
+@dataclass(frozen=True)
+class HistogramPlan:
+    """The histogram's queries as data: ``edges`` are the buckets; each
+    query is ``{"op": "aggregate", "pipeline", "hint"}`` (one per bucket) or
+    ``{"op": "find", "filter", "projection", "sort", "hint"}`` (one in all)."""
+    server: str
+    edges: list[tuple[datetime, datetime]]
+    queries: list[dict]
+
+
+def histogram_plan(flt: LogFilter, *, now: datetime | None = None, server: str = MONGODB,
+                   max_buckets: int = MAX_BUCKETS) -> HistogramPlan:
     since = flt.since
     until = flt.until or (now or datetime.now(UTC))
     if since is None:
         raise LogFilterError("the histogram needs a time range")
     base = flt.to_query(with_time=False)
+    edges = bucket_edges(since, until, max_buckets) if since < until else []
+    if server == FERRETDB:
+        queries = [{"op": "find", "filter": _combine({"timestamp": {"$gte": since, "$lt": until}}, base),
+                    "projection": {"_id": 0, "timestamp": 1, "level": 1}, "sort": None, "hint": None}] if edges else []
+    else:
+        # No hint: with the indexes the planner takes the timestamp range; without
+        # them a hint would be an error instead of a slower scan.
+        queries = [{"op": "aggregate", "hint": None, "pipeline": [
+            {"$match": _combine({"timestamp": {"$gte": start, "$lt": end}}, base)},
+            {"$group": {"_id": "$level", "n": {"$sum": 1}}},
+        ]} for start, end in edges]
+    return HistogramPlan(server, edges, queries)
+
+
+def _level_name(value) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def run_histogram(collection, plan: HistogramPlan, *, max_time_ms: int = 5000) -> list[Bucket]:
+    """Execute ``plan`` within one ``max_time_ms`` budget."""
     deadline = time.monotonic() + max_time_ms / 1000
-    buckets = []
+
+    def remaining() -> int:
+        left = int((deadline - time.monotonic()) * 1000)
+        if left <= 0:
+            raise mongo_errors.ExecutionTimeout("histogram budget exhausted")
+        return left
+
+    buckets = [Bucket(start, end, {}) for start, end in plan.edges]
+    starts = [b.start for b in buckets]
     with _db_errors(max_time_ms):
-        for start, end in bucket_edges(since, until, max_buckets):
-            remaining = int((deadline - time.monotonic()) * 1000)
-            if remaining <= 0:
-                raise mongo_errors.ExecutionTimeout("histogram budget exhausted")
-            match = _combine({"timestamp": {"$gte": start, "$lt": end}}, base)
-            rows = collection.aggregate(
-                [{"$match": match}, {"$group": {"_id": "$level", "n": {"$sum": 1}}}], maxTimeMS=remaining
-            )
-            counts = {}
-            for row in rows:
-                level = row["_id"] if isinstance(row["_id"], str) else str(row["_id"])
-                counts[level] = counts.get(level, 0) + int(row["n"])
-            buckets.append(Bucket(start, end, counts))
+        for i, query in enumerate(plan.queries):
+            if query["op"] == "aggregate":
+                kwargs = {"maxTimeMS": remaining()}
+                if query["hint"]:
+                    kwargs["hint"] = query["hint"]
+                for row in collection.aggregate(query["pipeline"], **kwargs):
+                    level = _level_name(row["_id"])
+                    buckets[i].counts[level] = buckets[i].counts.get(level, 0) + int(row["n"])
+                continue
+            kwargs = {"projection": query["projection"], "max_time_ms": remaining(), "batch_size": 10_000}
+            if query["sort"]:
+                kwargs["sort"] = query["sort"]
+            if query["hint"]:
+                kwargs["hint"] = query["hint"]
+            for n, doc in enumerate(collection.find(query["filter"], **kwargs), 1):
+                ts = _dated(doc.get("timestamp"))
+                at = bisect.bisect_right(starts, ts) - 1 if ts is not None else -1
+                if 0 <= at < len(buckets) and ts < buckets[at].end:
+                    level = _level_name(doc.get("level"))
+                    buckets[at].counts[level] = buckets[at].counts.get(level, 0) + 1
+                if n % 10_000 == 0:
+                    remaining()
     return buckets
+
+
+def histogram(collection, flt: LogFilter, *, now: datetime | None = None, max_time_ms: int = 5000,
+              max_buckets: int = MAX_BUCKETS, server: str | None = None) -> list[Bucket]:
+    """Documents per time bucket, by level, for the filter (see
+    ``histogram_plan``); ``server`` is asked for when not given."""
+    server = server or server_kind(collection.database)
+    plan = histogram_plan(flt, now=now, server=server, max_buckets=max_buckets)
+    return run_histogram(collection, plan, max_time_ms=max_time_ms)
 
 
 # --- export ----------------------------------------------------------------------------------
@@ -863,6 +935,7 @@ def ensure_indexes(collection) -> list[str]:
 __all__ = [
     "LEVELS", "PRESETS", "KEY_RE", "LogFilter", "LogFilterError", "LogQueryTimeout", "LogUnavailable", "OpsError",
     "Page", "Position", "Bucket", "parse_filter", "parse_limit", "parse_timezone", "parse_time", "encode_cursor",
-    "decode_cursor", "fetch_page", "fetch_newer", "find_document", "histogram", "bucket_edges", "export_chunks",
+    "decode_cursor", "fetch_page", "fetch_newer", "find_document", "histogram", "histogram_plan", "run_histogram",
+    "server_kind", "HistogramPlan", "MONGODB", "FERRETDB", "bucket_edges", "export_chunks",
     "serialize", "metadata_of", "meta_key_usage", "META_KEYS", "iso", "index_status", "missing_indexes", "ensure_indexes", "CSV_COLUMNS",
 ]

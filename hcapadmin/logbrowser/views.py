@@ -252,7 +252,8 @@ def logs_histogram(request):
     try:
         parsed = _Request(request, default_range="24h", tz_default=settings.TIME_ZONE,
                           default_limit=settings.LOG_PAGE_SIZE)
-        buckets = logs.histogram(parsed.collection, parsed.filter, max_time_ms=settings.LOG_MAX_TIME_MS)
+        buckets = logs.histogram(parsed.collection, parsed.filter, max_time_ms=settings.LOG_MAX_TIME_MS,
+                                 server=mongo.server_kind())
         hist = _svg_histogram(buckets, parsed, ZoneInfo(parsed.filter.tz))
         ctx = {"hist": hist, "legend": hist["legend"], "tz": parsed.filter.tz}
         return render(request, "logbrowser/_histogram.html", ctx)
