@@ -174,3 +174,27 @@ def test_undated_documents_through_page_api_and_detail(client_as, source):
         assert client.get(f"/logs/entry/{doc['_id']}/").status_code == 200
     r = client_as("admin").get("/logs/export", {"format": "csv", "range": "all"})
     assert r.status_code == 200 and b"missing ts" in b"".join(r.streaming_content)
+
+
+@pytest.mark.parametrize("value", [",", "metadata,metadata", "meta.data", "$meta", "a b", "x" * 65])
+def test_bad_meta_keys_setting_stops_startup(value):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HCAPADMIN_LOG_META_KEYS=value)
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0 and "HCAPADMIN_LOG_META_KEYS" in out.stderr
+
+
+def test_meta_keys_setting_is_read_in_order():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HCAPADMIN_LOG_META_KEYS="meta, metadata")
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
+                          "print(settings.LOG_META_KEYS)"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "('meta', 'metadata')"
