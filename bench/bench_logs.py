@@ -1,4 +1,4 @@
-"""Log browser benchmark (issue 5).
+"""Log browser benchmark.
 
 Two volumes, measured in one run and printed side by side:
 

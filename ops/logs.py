@@ -1,4 +1,4 @@
-"""Query layer for the winston-mongodb log collections (issue 5).
+"""Query layer for the winston-mongodb log collections.
 
 Plain Python on a pymongo ``Collection``; no Django.  Everything a person
 types is validated here and only ever reaches MongoDB as a *value*: the text
@@ -17,10 +17,12 @@ default ``metadata,meta``) lists the fields to read, in order: an item's
 value (one top-level ``$or`` with a branch per field; one field, no ``$or``).
 
 Operators used (all supported by both MongoDB and FerretDB 1.24): ``$and``,
-``$or``, ``$in``, ``$gte``, ``$lt``, ``$gt``, ``$regex`` with ``$options: "i"``,
-and the aggregation stages ``$match`` + ``$group`` with ``$sum``.  FerretDB
-1.24 implements neither ``$dateTrunc`` nor ``$bucket``, so the histogram is a
-bounded number of per-bucket ``$match``/``$group``-by-level aggregations.
+``$or``, ``$in``, ``$gte``, ``$lte``, ``$lt``, ``$not`` with ``$type``,
+``$regex`` with ``$options: "i"``, and the aggregation stages ``$match`` +
+``$group`` with ``$sum``.  FerretDB 1.24 implements neither ``$dateTrunc``
+nor ``$bucket``; the histogram is per-bucket ``$match``/``$group`` counts on
+MongoDB and one projected find bucketed in Python on FerretDB (see
+``histogram_plan``).
 
 Every query carries ``maxTimeMS`` and a hard ``limit``.
 """
@@ -59,7 +61,6 @@ MAX_TEXT = 500          # characters in any text filter
 MAX_META = 10           # meta.<key> pairs
 # Fields a document's metadata may live under, in the order they are read.
 META_KEYS = ("metadata", "meta")
-META_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 SORT_DESC = [("timestamp", DESCENDING), ("_id", DESCENDING)]
@@ -603,10 +604,12 @@ def _find_beyond(collection, base: dict, position: Position, *, older: bool, wan
 
 def _first(collection, base: dict, *, want: int, max_time_ms: int, undated: bool) -> list[dict]:
     """The first ``want`` documents of the listing, newest first."""
+    docs = list(collection.find(base, sort=SORT_DESC, limit=want, max_time_ms=max_time_ms))
     if not undated:
-        return list(collection.find(base, sort=SORT_DESC, limit=want, max_time_ms=max_time_ms))
-    docs = list(collection.find(_combine(base, {"timestamp": ANY_DATE}), sort=SORT_DESC, limit=want,
-                                max_time_ms=max_time_ms))
+        return docs
+    # The server sorts dates first; any undated documents after them are
+    # fetched again in the listing's own order for them (by _id).
+    docs = [d for d in docs if _dated(d.get("timestamp")) is not None]
     if len(docs) < want:
         docs += list(collection.find(_combine(base, UNDATED), sort=SORT_ID_DESC, limit=want - len(docs),
                                      max_time_ms=max_time_ms))

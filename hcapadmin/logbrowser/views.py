@@ -1,4 +1,4 @@
-"""Log browser pages and API (issue 5).  Thin: parsing, querying and
+"""Log browser pages and API.  Thin: parsing, querying and
 formatting live in ops/logs.py; this module maps errors to statuses and
 renders.  Filters live in the query string so every view can be shared."""
 
