@@ -198,3 +198,46 @@ def test_meta_keys_setting_is_read_in_order():
                           "print(settings.LOG_META_KEYS)"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "('meta', 'metadata')"
+
+
+@pytest.mark.django_db
+def test_stored_dates_at_the_calendar_edges_are_shown_not_500(client_as, source, settings):
+    """Dates a document may hold that Python cannot show in every zone (year 1
+    west of UTC, 9999-12-31 east of it) or cannot hold at all (BSON dates
+    beyond year 9999)."""
+    from bson.datetime_ms import DatetimeMS
+
+    edge = [
+        {"_id": ObjectId(), "timestamp": datetime(1, 1, 1, tzinfo=UTC), "level": "info", "message": "year one"},
+        {"_id": ObjectId(), "timestamp": datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC), "level": "warn",
+         "message": "year 9999"},
+        {"_id": ObjectId(), "timestamp": DatetimeMS(2 ** 50), "level": "error", "message": "beyond 9999"},
+    ]
+    source.insert_many(edge)
+    client = client_as("admin")
+    for tz in ("America/Vancouver", "Pacific/Kiritimati", "UTC"):
+        for path, params in (("/logs/", {"range": "all", "limit": "2"}), ("/api/v1/logs", {"limit": "2"}),
+                             ("/logs/export", {"range": "all", "format": "csv"}),
+                             ("/logs/export", {"range": "all", "format": "ndjson"})):
+            url, seen = path, 0
+            query = {**params, "tz": tz}
+            while url:
+                r = client.get(url, query)
+                assert r.status_code == 200, (path, tz, r.status_code)
+                body = b"".join(r.streaming_content) if r.streaming else r.content
+                if path == "/api/v1/logs":
+                    seen += len(r.json()["items"])
+                    url, query = (path, {"limit": "2", "before": r.json()["next"]}) if r.json()["next"] else (None, None)
+                    continue
+                if path == "/logs/":
+                    seen += body.decode().count('class="log-row')
+                    m = re.search(r'href="([^"]+)" rel="next"', body.decode())
+                    url, query = (m.group(1).replace("&amp;", "&"), {}) if m else (None, None)
+                    continue
+                seen = len([line for line in body.decode().splitlines() if line.strip()]) - (path == "/logs/export"
+                                                                                          and params["format"] == "csv")
+                url = None
+            assert seen == 8, (path, tz, seen)
+        for doc in edge:
+            r = client.get(f"/logs/entry/{doc['_id']}/", {"tz": tz})
+            assert r.status_code == 200, (doc["message"], tz, r.status_code)

@@ -26,6 +26,9 @@ def client() -> MongoClient:
             existing = MongoClient(
                 url,
                 tz_aware=True,
+                # A stored date beyond what Python's datetime holds (year 10000+,
+                # before year 1) reads as datetime.max/min instead of failing the page.
+                datetime_conversion="DATETIME_CLAMP",
                 serverSelectionTimeoutMS=timeout,
                 connectTimeoutMS=timeout,
                 # A server that accepts but never answers: give up a little after maxTimeMS.

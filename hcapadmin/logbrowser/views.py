@@ -71,6 +71,18 @@ class _Request:
 
 
 # --- formatting -------------------------------------------------------------------------
+def _local(ts: datetime, tz) -> str:
+    """``ts`` as wall-clock time in ``tz``; a stored date that zone cannot
+    show (year 1 west of UTC, 9999-12-31 east of it) is shown in UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    try:
+        local = ts.astimezone(tz)
+    except OverflowError:
+        local = ts.astimezone(UTC)
+    return local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " " + local.strftime("%Z")
+
+
 def _row(doc: dict, tz) -> dict:
     item = logs.serialize(doc, settings.LOG_META_KEYS)
     ts = doc.get("timestamp")
@@ -82,8 +94,7 @@ def _row(doc: dict, tz) -> dict:
     return {
         "item": item,
         "id": item["id"],
-        "local": ts.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " " + ts.astimezone(tz).strftime("%Z")
-        if isinstance(ts, datetime) else "",
+        "local": _local(ts, tz) if isinstance(ts, datetime) else "",
         "utc": item["timestamp"] or "",
         "level": level,
         "level_class": level if level in logs.LEVELS else "other",
@@ -308,8 +319,9 @@ def log_detail(request, doc_id: str):
     if isinstance(ts, datetime):
         minute = ts.replace(second=0, microsecond=0)
         pairs = [("source", source)] if source != mongo.default_source() else []
-        pairs += [("since", logs.iso(minute)), ("until", logs.iso(minute + timedelta(minutes=1))), ("tz", tz.key)]
-        ctx["minute_url"] = "/logs/?" + urlencode(pairs)
+        if logs.TIME_MIN <= minute < logs.TIME_MAX:  # a range the filters accept
+            pairs += [("since", logs.iso(minute)), ("until", logs.iso(minute + timedelta(minutes=1))), ("tz", tz.key)]
+            ctx["minute_url"] = "/logs/?" + urlencode(pairs)
     return render(request, "logbrowser/detail.html", ctx)
 
 
