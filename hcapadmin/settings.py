@@ -4,6 +4,7 @@ ImproperlyConfigured naming the variable."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -218,8 +219,8 @@ BACKUP_STALE_HOURS = env.integer("HCAPADMIN_BACKUP_STALE_HOURS", 26, minimum=1)
 BACKUP_SHRINK_PERCENT = env.integer("HCAPADMIN_BACKUP_SHRINK_PERCENT", 50, minimum=1, maximum=100)
 
 # --- Log browser (issue 5) -----------------------------------------------------------
-# The sandbox runs FerretDB 1.24, which sorts every page inside its own process
-# (no sort pushdown): a page of its 100,000 demo documents takes 10-20 s there.
+# The sandbox runs FerretDB 1.24, which reads the whole collection for every sorted or
+# range query (docs/logs.md); its demo volume is sized so a page takes about a second.
 LOG_MAX_TIME_MS = env.integer("HCAPADMIN_LOG_MAX_TIME_MS", 30_000 if SANDBOX else 5000, minimum=100)
 LOG_EXPORT_LIMIT = env.integer("HCAPADMIN_LOG_EXPORT_LIMIT", 100_000, minimum=1)
 LOG_EXPORT_MAX_TIME_MS = env.integer("HCAPADMIN_LOG_EXPORT_MAX_TIME_MS", 120_000, minimum=100)
@@ -240,6 +241,16 @@ for _item in env.csv_list("HCAPADMIN_LOG_SOURCES", [f"hcap={MONGO_LOG_DB}.{MONGO
     if _name in LOG_SOURCES:
         raise ImproperlyConfigured(f"HCAPADMIN_LOG_SOURCES: source {_name!r} is named twice")
     LOG_SOURCES[_name] = (_db, _coll)
+
+# Fields a log document's metadata may be under, read in this order (winston-mongodb's
+# metaKey: "metadata" by default; "meta" in older or customised setups).
+LOG_META_KEYS = tuple(env.csv_list("HCAPADMIN_LOG_META_KEYS", ["metadata", "meta"]))
+if not LOG_META_KEYS or len(set(LOG_META_KEYS)) != len(LOG_META_KEYS) or not all(
+    re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", k) for k in LOG_META_KEYS
+):
+    raise ImproperlyConfigured(
+        "HCAPADMIN_LOG_META_KEYS: expected distinct top-level field names (letters, digits, _), e.g. metadata,meta"
+    )
 
 # --- Migrations (issue 6) ---------------------------------------------------------------
 MIGRATIONS_TABLE = env.string("HCAPADMIN_MIGRATIONS_TABLE", "pgmigrations")

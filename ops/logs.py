@@ -1,17 +1,28 @@
-"""Query layer for the winston-mongodb log collections (issue 5).
+"""Query layer for the winston-mongodb log collections.
 
 Plain Python on a pymongo ``Collection``; no Django.  Everything a person
 types is validated here and only ever reaches MongoDB as a *value*: the text
 filter is ``re.escape``d into a case-insensitive ``$regex``, ``meta.<key>``
 keys must match ``KEY_RE`` (no ``$``, no empty parts), levels come from a
 fixed list, and times are parsed into datetimes.  No user string is ever used
-as a field name or operator except a validated meta key under ``meta.``.
+as a field name or operator except a validated meta key under one of the
+configured metadata fields.
+
+Metadata: winston-mongodb stores each log call's metadata under its
+``metaKey`` option, ``metadata`` by default (HCAP keeps the default); older or
+customised setups use ``meta``.  ``meta_keys`` (``HCAPADMIN_LOG_META_KEYS``,
+default ``metadata,meta``) lists the fields to read, in order: an item's
+``meta`` in the API is the first of them present in the document, and
+``meta.<key>=value`` matches when that path under any of them holds the
+value (one top-level ``$or`` with a branch per field; one field, no ``$or``).
 
 Operators used (all supported by both MongoDB and FerretDB 1.24): ``$and``,
-``$or``, ``$in``, ``$gte``, ``$lt``, ``$gt``, ``$regex`` with ``$options: "i"``,
-and the aggregation stages ``$match`` + ``$group`` with ``$sum``.  FerretDB
-1.24 implements neither ``$dateTrunc`` nor ``$bucket``, so the histogram is a
-bounded number of per-bucket ``$match``/``$group``-by-level aggregations.
+``$or``, ``$in``, ``$gte``, ``$lte``, ``$lt``, ``$not`` with ``$type``,
+``$regex`` with ``$options: "i"``, and the aggregation stages ``$match`` +
+``$group`` with ``$sum``.  FerretDB 1.24 implements neither ``$dateTrunc``
+nor ``$bucket``; the histogram is per-bucket ``$match``/``$group`` counts on
+MongoDB and one projected find bucketed in Python on FerretDB (see
+``histogram_plan``).
 
 Every query carries ``maxTimeMS`` and a hard ``limit``.
 """
@@ -19,7 +30,9 @@ Every query carries ``maxTimeMS`` and a hard ``limit``.
 from __future__ import annotations
 
 import base64
+import bisect
 import csv
+import dataclasses
 import hashlib
 import hmac
 import io
@@ -39,12 +52,15 @@ from pymongo import errors as mongo_errors
 from ops.errors import Invalid, OpsError, Timeout, Unavailable
 
 UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # winston's npm levels, most severe first.
 LEVELS = ("error", "warn", "info", "http", "verbose", "debug", "silly")
 PRESETS = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
 KEY_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 MAX_TEXT = 500          # characters in any text filter
 MAX_META = 10           # meta.<key> pairs
+# Fields a document's metadata may live under, in the order they are read.
+META_KEYS = ("metadata", "meta")
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 SORT_DESC = [("timestamp", DESCENDING), ("_id", DESCENDING)]
@@ -65,6 +81,9 @@ MAX_BUCKETS = 30
 # Time formats accepted for since/until (besides full ISO 8601 with an offset).
 _LOCAL_FORMATS = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M",
                   "%Y-%m-%d %H:%M:%S", "%Y-%m-%d")
+# The instants a since/until may name (see parse_time).
+TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_MAX = datetime(9001, 1, 1, tzinfo=UTC)
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -119,17 +138,24 @@ def parse_time(value: str, tz: ZoneInfo, what: str) -> datetime:
     """An absolute time: ISO 8601 with an offset (or Z) is taken as is; a
     local time without offset is in ``tz``.  A wall-clock time that does not
     exist in ``tz`` (skipped by a DST change) is refused; an ambiguous one
-    (repeated by a DST change) means its first occurrence."""
+    (repeated by a DST change) means its first occurrence.
+
+    Only ASCII digits are read (``datetime`` and ``strptime`` would also take
+    Arabic-Indic or full-width ones), and the instant must lie in
+    ``[TIME_MIN, TIME_MAX)``: far enough from both ends of Python's calendar
+    that showing it in any zone, adding a histogram bucket or a day to it
+    can never overflow (year 1 at +01:00 is before year 1 in UTC)."""
     text = value.strip()
-    if len(text) > 40:
-        raise LogFilterError(f"{what}: not a date/time")
+    bad = LogFilterError(f"{what}: expected a date/time like 2026-03-08T14:30 (got {text[:40]!r})")
+    if len(text) > 40 or not text.isascii() or not re.fullmatch(r"[0-9T:.+\-Zz ]+", text):
+        raise bad
     parsed = None
     try:
         candidate = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
         if candidate.tzinfo is not None:
-            return candidate.astimezone(UTC)
+            return _in_bounds(candidate.astimezone(UTC), what, text)
         parsed = candidate
-    except ValueError:
+    except (ValueError, OverflowError):
         pass
     if parsed is None:
         for fmt in _LOCAL_FORMATS:
@@ -138,13 +164,19 @@ def parse_time(value: str, tz: ZoneInfo, what: str) -> datetime:
                 break
             except ValueError:
                 continue
-    if parsed is None or parsed.year < 1970 or parsed.year > 9000:
-        raise LogFilterError(f"{what}: expected a date/time like 2026-03-08T14:30 (got {text[:40]!r})")
+    if parsed is None or not TIME_MIN.year <= parsed.year < TIME_MAX.year:
+        raise bad
     local = parsed.replace(tzinfo=tz, fold=0)
     back = local.astimezone(UTC).astimezone(tz)
     if back.replace(tzinfo=None) != parsed:
         raise LogFilterError(f"{what}: {text} does not exist in {tz.key} (clocks skip it for daylight saving time)")
-    return local.astimezone(UTC)
+    return _in_bounds(local.astimezone(UTC), what, text)
+
+
+def _in_bounds(moment: datetime, what: str, text: str) -> datetime:
+    if not TIME_MIN <= moment < TIME_MAX:
+        raise LogFilterError(f"{what}: expected a time from {TIME_MIN.year} to {TIME_MAX.year - 1} (got {text[:40]!r})")
+    return moment
 
 
 @dataclass(frozen=True)
@@ -158,6 +190,7 @@ class LogFilter:
     meta: tuple[tuple[str, str], ...] = ()
     range: str = ""                      # preset name, "custom", or "" (no time bound)
     tz: str = "UTC"
+    meta_keys: tuple[str, ...] = META_KEYS
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     # MongoDB filter document.  Values only; keys are fixed or validated.
@@ -183,8 +216,15 @@ class LogFilter:
             query["hostname"] = self.host
         if self.text:
             query["message"] = {"$regex": re.escape(self.text), "$options": "i"}
-        for key, value in self.meta:
-            query["meta." + key] = {"$in": meta_candidates(value)}
+        if self.meta:
+            branches = [{f"{field}.{key}": {"$in": meta_candidates(value)} for key, value in self.meta}
+                        for field in self.meta_keys]
+            if len(branches) == 1:
+                query.update(branches[0])
+            else:
+                # A document keeps all its metadata under one field, so every
+                # pair must match under the same one.
+                query["$or"] = branches
         return query
 
     def params(self, *, with_time: bool = True) -> list[tuple[str, str]]:
@@ -229,9 +269,9 @@ def meta_candidates(value: str) -> list:
     """``meta.<key>=500`` matches the string "500" and the number 500;
     ``true``/``false`` also match the JSON boolean."""
     out: list = [value]
-    if re.fullmatch(r"-?\d{1,18}", value):
+    if re.fullmatch(r"-?[0-9]{1,18}", value):
         out.append(int(value))
-    elif re.fullmatch(r"-?\d+\.\d+", value) and len(value) < 30:
+    elif re.fullmatch(r"-?[0-9]+\.[0-9]+", value) and len(value) < 30:
         out.append(float(value))
     elif value == "true":
         out.append(True)
@@ -241,7 +281,7 @@ def meta_candidates(value: str) -> list:
 
 
 def parse_filter(params: Mapping, *, tz_default: str = "UTC", now: datetime | None = None,
-                 default_range: str = "") -> LogFilter:
+                 default_range: str = "", meta_keys: tuple[str, ...] = META_KEYS) -> LogFilter:
     """Build a ``LogFilter`` from request parameters (a Django QueryDict or a
     dict of str/list).  Unknown parameters are ignored; bad values raise
     ``LogFilterError`` with a message fit for a 400."""
@@ -291,14 +331,14 @@ def parse_filter(params: Mapping, *, tz_default: str = "UTC", now: datetime | No
             raise LogFilterError(f"range: expected one of {', '.join(PRESETS)}, all")
     return LogFilter(
         since=since, until=until, levels=tuple(levels), label=_one(params, "label"), host=_one(params, "host"),
-        text=_one(params, "q"), meta=tuple(meta), range=range_name, tz=tz.key,
+        text=_one(params, "q"), meta=tuple(meta), range=range_name, tz=tz.key, meta_keys=tuple(meta_keys),
     )
 
 
 def parse_limit(value, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
     if value in (None, ""):
         return default
-    if not isinstance(value, str) or not re.fullmatch(r"\d{1,6}", value.strip()):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,6}", value.strip()):
         raise LogFilterError(f"limit: expected a whole number from 1 to {maximum}")
     number = int(value)
     if not 1 <= number <= maximum:
@@ -307,9 +347,15 @@ def parse_limit(value, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -
 
 
 # --- cursors ----------------------------------------------------------------------
+# The listing is two segments, each in a fixed order: documents whose
+# ``timestamp`` is a date, by (timestamp, _id) descending, then the few whose
+# ``timestamp`` is missing, null or not a date (written by hand or by another
+# tool), by ``_id`` descending.  MongoDB and FerretDB both sort dates above
+# every other type in a descending sort, so the first segment is also what the
+# server returns first.  A Position in the second segment has timestamp None.
 @dataclass(frozen=True)
 class Position:
-    timestamp: datetime
+    timestamp: datetime | None
     id: object
 
 
@@ -321,14 +367,22 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
 def encode_cursor(position: Position, key: bytes) -> str:
-    ms = int(position.timestamp.timestamp() * 1000) if position.timestamp.tzinfo else int(
-        position.timestamp.replace(tzinfo=UTC).timestamp() * 1000)
-    if isinstance(position.id, ObjectId):
-        kind, ident = "o", str(position.id)
+    ms = None if position.timestamp is None else _ms(position.timestamp)
+    ident = position.id
+    if isinstance(ident, ObjectId):
+        kind, text = "o", str(ident)
+    elif isinstance(ident, int) and not isinstance(ident, bool):
+        kind, text = "i", str(ident)
     else:
-        kind, ident = "s", str(position.id)
-    payload = _b64(json.dumps([1, ms, kind, ident], separators=(",", ":")).encode("utf-8"))
+        kind, text = "s", str(ident)
+    payload = _b64(json.dumps([2, ms, kind, text], separators=(",", ":")).encode("utf-8"))
     sig = _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()[:16])
     return f"{payload}.{sig}"
 
@@ -345,19 +399,27 @@ def decode_cursor(token: str, key: bytes) -> Position:
         raise bad
     try:
         version, ms, kind, ident = json.loads(_unb64(payload))
-        if version != 1 or not isinstance(ms, int) or kind not in ("o", "s") or not isinstance(ident, str):
+        if version not in (1, 2) or kind not in ("o", "s", "i") or not isinstance(ident, str):
             raise ValueError
-        ts = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-        return Position(ts, ObjectId(ident) if kind == "o" else ident)
+        if not (isinstance(ms, int) or (ms is None and version == 2)):
+            raise ValueError
+        ts = None if ms is None else EPOCH + timedelta(milliseconds=ms)
+        value = ObjectId(ident) if kind == "o" else int(ident) if kind == "i" else ident
+        return Position(ts, value)
     except (ValueError, TypeError, InvalidId, OverflowError):
         raise bad from None
 
 
+def _dated(value) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
+
+
 def position_of(doc: dict) -> Position:
-    ts = doc.get("timestamp")
-    if isinstance(ts, datetime) and ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return Position(ts, doc["_id"])
+    """Where ``doc`` sits in the listing (any document, whatever its
+    ``timestamp`` holds)."""
+    return Position(_dated(doc.get("timestamp")), doc.get("_id"))
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -413,16 +475,36 @@ def jsonable(value):
     return str(value)
 
 
-def serialize(doc: dict) -> dict:
-    """A log document in the API's shape."""
+def _timestamp_text(ts) -> str | None:
+    """The API's ``timestamp``: ISO 8601 for a date; a document written
+    with something else there shows that value as text."""
+    if isinstance(ts, datetime):
+        return iso(ts)
+    if ts is None or isinstance(ts, str):
+        return ts
+    return json.dumps(jsonable(ts), ensure_ascii=False)
+
+
+def metadata_of(doc: dict, meta_keys: tuple[str, ...] = META_KEYS):
+    """The document's metadata: the first of ``meta_keys`` it holds (None
+    when it holds none)."""
+    for field in meta_keys:
+        value = doc.get(field)
+        if value is not None:
+            return value
+    return None
+
+
+def serialize(doc: dict, meta_keys: tuple[str, ...] = META_KEYS) -> dict:
+    """A log document in the API's shape (``meta`` whichever field held it)."""
     ts = doc.get("timestamp")
     message = doc.get("message")
     if message is not None and not isinstance(message, str):
         message = json.dumps(jsonable(message), ensure_ascii=False)
-    meta = doc.get("meta")
+    meta = metadata_of(doc, meta_keys)
     return {
         "id": str(doc.get("_id")),
-        "timestamp": iso(ts) if isinstance(ts, datetime) else (None if ts is None else str(ts)),
+        "timestamp": _timestamp_text(ts),
         "level": doc.get("level") if isinstance(doc.get("level"), str) else jsonable(doc.get("level")),
         "message": message,
         "meta": jsonable(meta) if meta is not None else None,
@@ -438,6 +520,14 @@ class Page:
     older: Position | None       # pass as before= for the next (older) page
     newer: Position | None       # pass as after= for the previous (newer) page
     at_newest: bool              # True when nothing newer than the first item matched at query time
+
+
+# Documents whose ``timestamp`` is not a date (the listing's second segment).
+UNDATED = {"timestamp": {"$not": {"$type": "date"}}}
+# A bound every BSON date passes: turns "any timestamp" into "a dated one".
+ANY_DATE = {"$gte": datetime(1, 1, 1, tzinfo=UTC)}
+SORT_ID_DESC = [("_id", DESCENDING)]
+SORT_ID_ASC = [("_id", ASCENDING)]
 
 
 def _keyset(base: dict, position: Position, older: bool) -> dict:
@@ -457,26 +547,29 @@ def _keyset(base: dict, position: Position, older: bool) -> dict:
 
 
 def _id_key(value):
-    # ObjectIds compare with ObjectIds; anything else by its string form.
-    return (0, value.binary) if isinstance(value, ObjectId) else (1, str(value))
+    # _id values in BSON's cross-type order (numbers < strings < ObjectIds),
+    # which is the order the server sorts them in.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, float(value), "")
+    if isinstance(value, str):
+        return (2, 0.0, value)
+    if isinstance(value, ObjectId):
+        return (7, 0.0, value.binary.hex())
+    return (9, 0.0, str(value))
 
 
 def _beyond(doc: dict, position: Position, older: bool) -> bool:
-    ts = doc.get("timestamp")
-    if isinstance(ts, datetime) and ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    if ts != position.timestamp:
-        return True  # the query already holds it strictly beyond
+    if position.timestamp is not None:
+        ts = _dated(doc.get("timestamp"))
+        if ts != position.timestamp:
+            return True  # the query already holds it strictly beyond
     a, b = _id_key(doc.get("_id")), _id_key(position.id)
     return a < b if older else a > b
 
 
-def _find_beyond(collection, base: dict, position: Position, *, older: bool, want: int, max_time_ms: int) -> list[dict]:
-    """Up to ``want`` documents strictly beyond ``position`` in the page
-    order: (timestamp, _id) descending when ``older``, else ascending."""
-    query = _keyset(base, position, older)
-    sort = SORT_DESC if older else SORT_ASC
-    extra = 64  # room for documents sharing the cursor's millisecond
+def _scan_beyond(collection, query: dict, sort, position: Position, *, older: bool, want: int,
+                 max_time_ms: int) -> list[dict]:
+    extra = 64  # room for documents sharing the cursor's millisecond (or all undated ones)
     while True:
         fetch = want + extra
         raw = list(collection.find(query, sort=sort, limit=fetch, max_time_ms=max_time_ms))
@@ -484,6 +577,43 @@ def _find_beyond(collection, base: dict, position: Position, *, older: bool, wan
         if len(docs) >= want or len(raw) < fetch or extra >= 1_000_000:
             return docs[:want]
         extra *= 16
+
+
+def _find_beyond(collection, base: dict, position: Position, *, older: bool, want: int, max_time_ms: int,
+                 undated: bool = False) -> list[dict]:
+    """Up to ``want`` documents strictly beyond ``position`` in the listing
+    order (older: the listing's order; newer: its reverse), crossing from one
+    segment into the other when ``undated`` (the filter has no time bound,
+    so undated documents can match)."""
+    if position.timestamp is not None:
+        query = _keyset(base, position, older)
+        docs = _scan_beyond(collection, query, SORT_DESC if older else SORT_ASC, position, older=older,
+                            want=want, max_time_ms=max_time_ms)
+        if older and undated and len(docs) < want:
+            docs += list(collection.find(_combine(base, UNDATED), sort=SORT_ID_DESC, limit=want - len(docs),
+                                         max_time_ms=max_time_ms))
+        return docs
+    query = _combine(base, UNDATED)
+    docs = _scan_beyond(collection, query, SORT_ID_DESC if older else SORT_ID_ASC, position, older=older,
+                        want=want, max_time_ms=max_time_ms)
+    if not older and len(docs) < want:
+        docs += list(collection.find(_combine(base, {"timestamp": ANY_DATE}), sort=SORT_ASC,
+                                     limit=want - len(docs), max_time_ms=max_time_ms))
+    return docs
+
+
+def _first(collection, base: dict, *, want: int, max_time_ms: int, undated: bool) -> list[dict]:
+    """The first ``want`` documents of the listing, newest first."""
+    docs = list(collection.find(base, sort=SORT_DESC, limit=want, max_time_ms=max_time_ms))
+    if not undated:
+        return docs
+    # The server sorts dates first; any undated documents after them are
+    # fetched again in the listing's own order for them (by _id).
+    docs = [d for d in docs if _dated(d.get("timestamp")) is not None]
+    if len(docs) < want:
+        docs += list(collection.find(_combine(base, UNDATED), sort=SORT_ID_DESC, limit=want - len(docs),
+                                     max_time_ms=max_time_ms))
+    return docs
 
 
 def _combine(*queries: dict) -> dict:
@@ -507,9 +637,11 @@ def fetch_page(collection, flt: LogFilter, *, before: Position | None = None, af
         raise LogFilterError("give before or after, not both")
     limit = max(1, min(int(limit), MAX_LIMIT))
     base = flt.to_query()
+    undated = "timestamp" not in base
     with _db_errors(max_time_ms):
         if after is not None:
-            docs = _find_beyond(collection, base, after, older=False, want=limit + 1, max_time_ms=max_time_ms)
+            docs = _find_beyond(collection, base, after, older=False, want=limit + 1, max_time_ms=max_time_ms,
+                                undated=undated)
             more_newer = len(docs) > limit
             docs = list(reversed(docs[:limit]))
             return Page(
@@ -519,9 +651,10 @@ def fetch_page(collection, flt: LogFilter, *, before: Position | None = None, af
                 at_newest=not more_newer,
             )
         if before is not None:
-            docs = _find_beyond(collection, base, before, older=True, want=limit + 1, max_time_ms=max_time_ms)
+            docs = _find_beyond(collection, base, before, older=True, want=limit + 1, max_time_ms=max_time_ms,
+                                undated=undated)
         else:
-            docs = list(collection.find(base, sort=SORT_DESC, limit=limit + 1, max_time_ms=max_time_ms))
+            docs = _first(collection, base, want=limit + 1, max_time_ms=max_time_ms, undated=undated)
     more_older = len(docs) > limit
     docs = docs[:limit]
     return Page(
@@ -536,12 +669,13 @@ def fetch_newer(collection, flt: LogFilter, after: Position | None, *, limit: in
                 max_time_ms: int = 5000) -> list[dict]:
     """Follow mode: matching documents newer than ``after`` (newest first),
     ignoring ``until`` so new arrivals show up."""
-    base = LogFilter(since=flt.since, until=None, levels=flt.levels, label=flt.label, host=flt.host,
-                     text=flt.text, meta=flt.meta, range=flt.range, tz=flt.tz).to_query()
+    base = dataclasses.replace(flt, until=None).to_query()
+    undated = "timestamp" not in base
     with _db_errors(max_time_ms):
         if after is None:
-            return list(collection.find(base, sort=SORT_DESC, limit=limit, max_time_ms=max_time_ms))
-        docs = _find_beyond(collection, base, after, older=False, want=limit, max_time_ms=max_time_ms)
+            return _first(collection, base, want=limit, max_time_ms=max_time_ms, undated=undated)
+        docs = _find_beyond(collection, base, after, older=False, want=limit, max_time_ms=max_time_ms,
+                            undated=undated)
     return list(reversed(docs))
 
 
@@ -593,33 +727,104 @@ def bucket_edges(since: datetime, until: datetime, max_buckets: int = MAX_BUCKET
     return edges
 
 
-def histogram(collection, flt: LogFilter, *, now: datetime | None = None, max_time_ms: int = 5000,
-              max_buckets: int = MAX_BUCKETS) -> list[Bucket]:
-    """Documents per time bucket, by level, for the filter; computed in the
-    database: one ``$match`` (indexed range) + ``$group`` by level per bucket,
-    all within one ``max_time_ms`` budget."""
+# How the histogram counts, by server.  MongoDB counts each bucket with an
+# index range scan on ``timestamp`` (or ``level``+``timestamp``), so one small
+# aggregation per bucket is cheap there and nothing but counts crosses the
+# wire.  FerretDB 1.x cannot count a range with an index: every range query
+# reads the whole collection, so per-bucket counting costs one full read per
+# bucket (30 of them).  There one find fetches only ``timestamp`` and
+# ``level`` of the matching documents and Python buckets them: one read.
+MONGODB, FERRETDB = "mongodb", "ferretdb"
+
+
+def server_kind(database) -> str:
+    """``ferretdb`` when the server is FerretDB (its ``buildInfo`` carries a
+    ``ferretdbVersion`` key), else ``mongodb``."""
+    with _db_errors(5000):
+        info = database.command("buildInfo")
+    return FERRETDB if "ferretdbVersion" in info or "ferretdb" in info else MONGODB
+
+
+@dataclass(frozen=True)
+class HistogramPlan:
+    """The histogram's queries as data: ``edges`` are the buckets; each
+    query is ``{"op": "aggregate", "pipeline", "hint"}`` (one per bucket) or
+    ``{"op": "find", "filter", "projection", "sort", "hint"}`` (one in all)."""
+    server: str
+    edges: list[tuple[datetime, datetime]]
+    queries: list[dict]
+
+
+def histogram_plan(flt: LogFilter, *, now: datetime | None = None, server: str = MONGODB,
+                   max_buckets: int = MAX_BUCKETS) -> HistogramPlan:
     since = flt.since
     until = flt.until or (now or datetime.now(UTC))
     if since is None:
         raise LogFilterError("the histogram needs a time range")
     base = flt.to_query(with_time=False)
+    edges = bucket_edges(since, until, max_buckets) if since < until else []
+    if server == FERRETDB:
+        queries = [{"op": "find", "filter": _combine({"timestamp": {"$gte": since, "$lt": until}}, base),
+                    "projection": {"_id": 0, "timestamp": 1, "level": 1}, "sort": None, "hint": None}] if edges else []
+    else:
+        # No hint: with the indexes the planner takes the timestamp range; without
+        # them a hint would be an error instead of a slower scan.
+        queries = [{"op": "aggregate", "hint": None, "pipeline": [
+            {"$match": _combine({"timestamp": {"$gte": start, "$lt": end}}, base)},
+            {"$group": {"_id": "$level", "n": {"$sum": 1}}},
+        ]} for start, end in edges]
+    return HistogramPlan(server, edges, queries)
+
+
+def _level_name(value) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def run_histogram(collection, plan: HistogramPlan, *, max_time_ms: int = 5000) -> list[Bucket]:
+    """Execute ``plan`` within one ``max_time_ms`` budget."""
     deadline = time.monotonic() + max_time_ms / 1000
-    buckets = []
+
+    def remaining() -> int:
+        left = int((deadline - time.monotonic()) * 1000)
+        if left <= 0:
+            raise mongo_errors.ExecutionTimeout("histogram budget exhausted")
+        return left
+
+    buckets = [Bucket(start, end, {}) for start, end in plan.edges]
+    starts = [b.start for b in buckets]
     with _db_errors(max_time_ms):
-        for start, end in bucket_edges(since, until, max_buckets):
-            remaining = int((deadline - time.monotonic()) * 1000)
-            if remaining <= 0:
-                raise mongo_errors.ExecutionTimeout("histogram budget exhausted")
-            match = _combine({"timestamp": {"$gte": start, "$lt": end}}, base)
-            rows = collection.aggregate(
-                [{"$match": match}, {"$group": {"_id": "$level", "n": {"$sum": 1}}}], maxTimeMS=remaining
-            )
-            counts = {}
-            for row in rows:
-                level = row["_id"] if isinstance(row["_id"], str) else str(row["_id"])
-                counts[level] = counts.get(level, 0) + int(row["n"])
-            buckets.append(Bucket(start, end, counts))
+        for i, query in enumerate(plan.queries):
+            if query["op"] == "aggregate":
+                kwargs = {"maxTimeMS": remaining()}
+                if query["hint"]:
+                    kwargs["hint"] = query["hint"]
+                for row in collection.aggregate(query["pipeline"], **kwargs):
+                    level = _level_name(row["_id"])
+                    buckets[i].counts[level] = buckets[i].counts.get(level, 0) + int(row["n"])
+                continue
+            kwargs = {"projection": query["projection"], "max_time_ms": remaining(), "batch_size": 10_000}
+            if query["sort"]:
+                kwargs["sort"] = query["sort"]
+            if query["hint"]:
+                kwargs["hint"] = query["hint"]
+            for n, doc in enumerate(collection.find(query["filter"], **kwargs), 1):
+                ts = _dated(doc.get("timestamp"))
+                at = bisect.bisect_right(starts, ts) - 1 if ts is not None else -1
+                if 0 <= at < len(buckets) and ts < buckets[at].end:
+                    level = _level_name(doc.get("level"))
+                    buckets[at].counts[level] = buckets[at].counts.get(level, 0) + 1
+                if n % 10_000 == 0:
+                    remaining()
     return buckets
+
+
+def histogram(collection, flt: LogFilter, *, now: datetime | None = None, max_time_ms: int = 5000,
+              max_buckets: int = MAX_BUCKETS, server: str | None = None) -> list[Bucket]:
+    """Documents per time bucket, by level, for the filter (see
+    ``histogram_plan``); ``server`` is asked for when not given."""
+    server = server or server_kind(collection.database)
+    plan = histogram_plan(flt, now=now, server=server, max_buckets=max_buckets)
+    return run_histogram(collection, plan, max_time_ms=max_time_ms)
 
 
 # --- export ----------------------------------------------------------------------------------
@@ -652,17 +857,17 @@ def export_chunks(collection, flt: LogFilter, *, fmt: str, limit: int, max_time_
             first = next(cursor)
         except StopIteration:
             first = None
-    return _export_iter(cursor, first, fmt, max_time_ms, batch_size)
+    return _export_iter(cursor, first, fmt, max_time_ms, batch_size, flt.meta_keys)
 
 
-def _export_iter(cursor, first, fmt, max_time_ms, batch_size):
+def _export_iter(cursor, first, fmt, max_time_ms, batch_size, meta_keys):
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(CSV_COLUMNS)
 
     def emit(doc):
-        item = serialize(doc)
+        item = serialize(doc, meta_keys)
         if writer is None:
             buffer.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
             buffer.write("\n")
@@ -702,6 +907,19 @@ def index_status(collection, *, max_time_ms: int = 5000) -> list[dict]:
     return out
 
 
+def meta_key_usage(collection, meta_keys: tuple[str, ...] = META_KEYS, *, max_time_ms: int = 5000) -> dict[str, bool]:
+    """{field: whether any document holds it} for each configured metadata
+    field.  Metadata filters are never index-backed (the timestamp or
+    level+timestamp index bounds the documents they are checked on); each
+    field that no document uses only adds a branch to every such filter."""
+    out = {}
+    with _db_errors(max_time_ms):
+        for field in meta_keys:
+            out[field] = collection.find_one({field: {"$exists": True}}, projection={"_id": 1},
+                                             max_time_ms=max_time_ms) is not None
+    return out
+
+
 def missing_indexes(collection, **kwargs) -> list[str]:
     return [row["name"] for row in index_status(collection, **kwargs) if not row["present"]]
 
@@ -720,6 +938,7 @@ def ensure_indexes(collection) -> list[str]:
 __all__ = [
     "LEVELS", "PRESETS", "KEY_RE", "LogFilter", "LogFilterError", "LogQueryTimeout", "LogUnavailable", "OpsError",
     "Page", "Position", "Bucket", "parse_filter", "parse_limit", "parse_timezone", "parse_time", "encode_cursor",
-    "decode_cursor", "fetch_page", "fetch_newer", "find_document", "histogram", "bucket_edges", "export_chunks",
-    "serialize", "iso", "index_status", "missing_indexes", "ensure_indexes", "CSV_COLUMNS",
+    "decode_cursor", "fetch_page", "fetch_newer", "find_document", "histogram", "histogram_plan", "run_histogram",
+    "server_kind", "HistogramPlan", "MONGODB", "FERRETDB", "bucket_edges", "export_chunks",
+    "serialize", "metadata_of", "meta_key_usage", "META_KEYS", "iso", "index_status", "missing_indexes", "ensure_indexes", "CSV_COLUMNS",
 ]

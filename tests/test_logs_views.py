@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from bson import ObjectId
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 from pymongo import MongoClient
 
 from ops import logs
@@ -292,13 +292,22 @@ def test_api_operator_injection_is_plain_text(client_as, filled, source):
 
 
 # --- hostile input (property-based) ---------------------------------------------------------------
+# Every query parameter the page, the API, the histogram, follow, the detail
+# view and both exports read.
 PARAMS = ("source", "level", "q", "label", "host", "since", "until", "before", "after", "limit", "range", "tz",
-          "meta.req.status", "follow", "format")
+          "meta.req.status", "meta", "follow", "format")
+EDGE_TIMES = st.builds(
+    lambda y, mo, d, h, off: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:00:00{off}",
+    st.sampled_from([1, 2, 1969, 1970, 9000, 9001, 9998, 9999]), st.integers(1, 12), st.integers(1, 28),
+    st.integers(0, 23), st.sampled_from(["", "Z", "+01:00", "-01:00", "+14:00", "-12:00", "+23:59"]))
 hostile = st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=60),
     st.sampled_from(["$where", '{"$gt": ""}', "{$ne: 1}", "this.a == 1", ".*", "(a+)+$", "[", "\\", "%00", "\x00",
                      "2026-03-08T02:30", "9999-12-31T23:59", "0000-01-01", "../../etc", "é" * 600, "1e309", "-1",
-                     "error,$ne", "eyJ4IjoxfQ.eyJ4IjoxfQ", "undefined", "null"]),
+                     "error,$ne", "eyJ4IjoxfQ.eyJ4IjoxfQ", "undefined", "null", "0001-01-01T00:00:00+01:00",
+                     "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", "٢٠٢٦-١١-٢٥T١٠:٠٠", "２０２６-１１-２５", "١٢",
+                     "a=b\nreq.status=５００", "=1", "a..b=1"]),
+    EDGE_TIMES,
 )
 
 
@@ -307,6 +316,9 @@ hostile = st.one_of(
 @given(values=st.dictionaries(st.sampled_from(PARAMS), hostile, min_size=1, max_size=4),
        meta_key=st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=20), st.sampled_from(["$where", "a.$gt", "a..b", "ok_key", "a.b"])),
        api=st.booleans())
+@example(values={"since": "0001-01-01T00:00:00+01:00"}, meta_key="ok_key", api=True)
+@example(values={"since": "0001-01-01T00:00:00Z"}, meta_key="ok_key", api=False)
+@example(values={"until": "9999-12-31T23:59:59-01:00", "tz": "Pacific/Kiritimati"}, meta_key="a.b", api=False)
 def test_hostile_strings_never_500(client_as, filled, values, meta_key, api):
     client = client_as("admin")
     params = dict(values)
@@ -319,14 +331,16 @@ def test_hostile_strings_never_500(client_as, filled, values, meta_key, api):
     if r.status_code == 200 and api:
         for item in r.json()["items"]:
             assert set(item) == {"id", "timestamp", "level", "message", "meta", "label", "hostname"}
-    for extra in ("/logs/histogram", "/logs/follow", "/logs/export"):
-        r = client.get(extra, params)
-        assert r.status_code in (200, 400), (extra, params, r.status_code)
+    for extra, more in (("/logs/histogram", {}), ("/logs/follow", {}), ("/logs/export", {}),
+                        ("/logs/export", {"format": "csv"}), ("/logs/export", {"format": "ndjson"})):
+        r = client.get(extra, {**params, **more})
+        assert r.status_code in (200, 302, 400), (extra, params, r.status_code)
         if extra == "/logs/export" and r.status_code == 200:
             b"".join(r.streaming_content)  # the stream itself must not fail either
     doc_id = values.get("q") or values.get("label") or "x"
-    r = client.get("/logs/entry/" + quote(doc_id, safe="") + "/", {"tz": values.get("tz", "UTC")})
-    assert r.status_code in (200, 400, 404), (doc_id, r.status_code)
+    for detail_id in (doc_id, str(filled[0]["_id"])):
+        r = client.get("/logs/entry/" + quote(detail_id, safe="") + "/", params)
+        assert r.status_code in (200, 400, 404), (detail_id, params, r.status_code)
 
 
 @pytest.mark.django_db

@@ -9,10 +9,12 @@ import threading
 from django.conf import settings
 from pymongo import MongoClient
 
+from ops import logs
 from ops.logs import LogFilterError
 
 _lock = threading.Lock()
 _clients: dict[str, MongoClient] = {}
+_kinds: dict[str, str] = {}
 
 
 def client() -> MongoClient:
@@ -24,6 +26,9 @@ def client() -> MongoClient:
             existing = MongoClient(
                 url,
                 tz_aware=True,
+                # A stored date beyond what Python's datetime holds (year 10000+,
+                # before year 1) reads as datetime.max/min instead of failing the page.
+                datetime_conversion="DATETIME_CLAMP",
                 serverSelectionTimeoutMS=timeout,
                 connectTimeoutMS=timeout,
                 # A server that accepts but never answers: give up a little after maxTimeMS.
@@ -50,3 +55,14 @@ def collection(source: str | None):
         raise LogFilterError(f"source: expected one of {', '.join(settings.LOG_SOURCES)}")
     db, coll = settings.LOG_SOURCES[name]
     return name, client()[db][coll]
+
+
+def server_kind() -> str:
+    """``mongodb`` or ``ferretdb`` (asked once per process and URL): the
+    histogram counts differently on each, see ops.logs.histogram_plan."""
+    url = settings.MONGO_URL
+    kind = _kinds.get(url)
+    if kind is None:
+        kind = logs.server_kind(client()["admin"])
+        _kinds[url] = kind
+    return kind

@@ -1,4 +1,4 @@
-"""Log browser pages and API (issue 5).  Thin: parsing, querying and
+"""Log browser pages and API.  Thin: parsing, querying and
 formatting live in ops/logs.py; this module maps errors to statuses and
 renders.  Filters live in the query string so every view can be shared."""
 
@@ -46,7 +46,8 @@ class _Request:
     def __init__(self, request, *, default_range: str, tz_default: str, default_limit: int):
         params = request.GET
         self.source, self.collection = mongo.collection(params.get("source") or None)
-        self.filter = logs.parse_filter(params, tz_default=tz_default, default_range=default_range)
+        self.filter = logs.parse_filter(params, tz_default=tz_default, default_range=default_range,
+                                        meta_keys=settings.LOG_META_KEYS)
         self.limit = logs.parse_limit(params.get("limit"), default=default_limit)
         before, after = params.get("before"), params.get("after")
         if before and after:
@@ -70,8 +71,20 @@ class _Request:
 
 
 # --- formatting -------------------------------------------------------------------------
+def _local(ts: datetime, tz) -> str:
+    """``ts`` as wall-clock time in ``tz``; a stored date that zone cannot
+    show (year 1 west of UTC, 9999-12-31 east of it) is shown in UTC."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    try:
+        local = ts.astimezone(tz)
+    except OverflowError:
+        local = ts.astimezone(UTC)
+    return local.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " " + local.strftime("%Z")
+
+
 def _row(doc: dict, tz) -> dict:
-    item = logs.serialize(doc)
+    item = logs.serialize(doc, settings.LOG_META_KEYS)
     ts = doc.get("timestamp")
     message = item["message"] if isinstance(item["message"], str) else ("" if item["message"] is None else str(item["message"]))
     lines = message.splitlines() or [""]
@@ -81,8 +94,7 @@ def _row(doc: dict, tz) -> dict:
     return {
         "item": item,
         "id": item["id"],
-        "local": ts.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " " + ts.astimezone(tz).strftime("%Z")
-        if isinstance(ts, datetime) else "",
+        "local": _local(ts, tz) if isinstance(ts, datetime) else "",
         "utc": item["timestamp"] or "",
         "level": level,
         "level_class": level if level in logs.LEVELS else "other",
@@ -93,6 +105,19 @@ def _row(doc: dict, tz) -> dict:
         "expandable": len(lines) > 1 or short != first or item["meta"] is not None,
         "meta_json": json.dumps(item["meta"], indent=2, ensure_ascii=False, sort_keys=True) if item["meta"] is not None else "",
     }
+
+
+def _legend(buckets) -> list[dict]:
+    """Every level with its total in the range: the transport stores only its
+    own level and above (``info`` by default), so absent levels are common and
+    are shown as such rather than as colours that appear nowhere."""
+    totals: dict[str, int] = {}
+    for b in buckets:
+        for level, count in b.counts.items():
+            totals[level] = totals.get(level, 0) + count
+    extra = sorted(set(totals) - set(logs.LEVELS))
+    return [{"level": lv, "css": lv, "count": totals.get(lv, 0)} for lv in logs.LEVELS] + \
+        [{"level": lv, "css": "other", "count": totals[lv]} for lv in extra]
 
 
 def _svg_histogram(buckets, parsed: _Request, tz) -> dict:
@@ -119,7 +144,7 @@ def _svg_histogram(buckets, parsed: _Request, tz) -> dict:
                  f"{b.total} documents" + "".join(f", {lv} {b.counts[lv]}" for lv in logs.LEVELS if b.counts.get(lv)))
         bars.append({"x": round(x, 2), "w": round(slot, 2), "rects": rects, "href": "/logs/?" + urlencode(pairs),
                      "label": label, "total": b.total})
-    return {"width": width, "height": height, "bars": bars, "max": top,
+    return {"width": width, "height": height, "bars": bars, "max": top, "legend": _legend(buckets),
             "total": sum(b.total for b in buckets), "first": buckets[0].start if buckets else None,
             "last": buckets[-1].end if buckets else None}
 
@@ -238,9 +263,10 @@ def logs_histogram(request):
     try:
         parsed = _Request(request, default_range="24h", tz_default=settings.TIME_ZONE,
                           default_limit=settings.LOG_PAGE_SIZE)
-        buckets = logs.histogram(parsed.collection, parsed.filter, max_time_ms=settings.LOG_MAX_TIME_MS)
-        ctx = {"hist": _svg_histogram(buckets, parsed, ZoneInfo(parsed.filter.tz)), "levels": logs.LEVELS,
-               "tz": parsed.filter.tz}
+        buckets = logs.histogram(parsed.collection, parsed.filter, max_time_ms=settings.LOG_MAX_TIME_MS,
+                                 server=mongo.server_kind())
+        hist = _svg_histogram(buckets, parsed, ZoneInfo(parsed.filter.tz))
+        ctx = {"hist": hist, "legend": hist["legend"], "tz": parsed.filter.tz}
         return render(request, "logbrowser/_histogram.html", ctx)
     except (LogFilterError, LogQueryTimeout, LogUnavailable) as exc:
         return render(request, "logbrowser/_histogram.html", {"error": str(exc)}, status=_status(exc))
@@ -281,7 +307,7 @@ def log_detail(request, doc_id: str):
                       status=_status(exc))
     if doc is None:
         raise Http404("no such log entry")
-    item = logs.serialize(doc)
+    item = logs.serialize(doc, settings.LOG_META_KEYS)
     whole = logs.jsonable(doc)
     whole["_id"] = item["id"]
     pretty = json.dumps(whole, indent=2, ensure_ascii=False, sort_keys=False)
@@ -293,8 +319,9 @@ def log_detail(request, doc_id: str):
     if isinstance(ts, datetime):
         minute = ts.replace(second=0, microsecond=0)
         pairs = [("source", source)] if source != mongo.default_source() else []
-        pairs += [("since", logs.iso(minute)), ("until", logs.iso(minute + timedelta(minutes=1))), ("tz", tz.key)]
-        ctx["minute_url"] = "/logs/?" + urlencode(pairs)
+        if logs.TIME_MIN <= minute < logs.TIME_MAX:  # a range the filters accept
+            pairs += [("since", logs.iso(minute)), ("until", logs.iso(minute + timedelta(minutes=1))), ("tz", tz.key)]
+            ctx["minute_url"] = "/logs/?" + urlencode(pairs)
     return render(request, "logbrowser/detail.html", ctx)
 
 
@@ -337,7 +364,7 @@ def api_logs(request):
     except (LogFilterError, LogQueryTimeout, LogUnavailable) as exc:
         return json_error(str(exc), _status(exc))
     return JsonResponse({
-        "items": [logs.serialize(d) for d in page.items],
+        "items": [logs.serialize(d, settings.LOG_META_KEYS) for d in page.items],
         "next": logs.encode_cursor(page.older, _key()) if page.older else None,
         "newer": logs.encode_cursor(page.newer, _key()) if page.newer else None,
     })

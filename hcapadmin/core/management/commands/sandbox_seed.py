@@ -89,12 +89,12 @@ class Command(BaseCommand):
         import pymongo
 
         from ops.logs import ensure_indexes
-        from ops.logs_demo import generate
+        from ops.logs_demo import SANDBOX_DOCS, generate
 
         client = pymongo.MongoClient(settings.MONGO_URL)
         collection = client[settings.MONGO_LOG_DB][settings.MONGO_LOG_COLLECTION]
         if collection.estimated_document_count() == 0:
-            generate(collection, 100_000, days=30)
+            generate(collection, SANDBOX_DOCS, days=30)
         ensure_indexes(collection)
         self.stdout.write(f"logs: {collection.estimated_document_count()} documents in "
                           f"{settings.MONGO_LOG_DB}.{settings.MONGO_LOG_COLLECTION}")

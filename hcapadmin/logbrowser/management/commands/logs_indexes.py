@@ -1,7 +1,11 @@
 """python manage.py logs_indexes [--apply] [--source NAME]
 
 Reports (and with --apply creates) the indexes the log browser needs on each
-configured source: ``timestamp`` descending and ``level`` + ``timestamp``."""
+configured source: ``timestamp`` descending and ``level`` + ``timestamp``.
+It also says which of the metadata fields (``HCAPADMIN_LOG_META_KEYS``) the
+documents use: metadata filters are checked on the documents the time/level
+index selects, once per configured field, so a field no document uses is
+worth dropping from the setting."""
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -9,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from hcapadmin.audit.models import command_actor, record
 from hcapadmin.logbrowser import mongo
 from ops.errors import OpsError
-from ops.logs import ensure_indexes, index_status
+from ops.logs import ensure_indexes, index_status, meta_key_usage
 
 
 class Command(BaseCommand):
@@ -36,11 +40,19 @@ class Command(BaseCommand):
                         record("logs.indexes_created", actor=command_actor(),
                                target=f"{db}.{cname}", details={"source": name, "indexes": created})
                 rows = index_status(coll)
+                usage = meta_key_usage(coll, settings.LOG_META_KEYS)
             except OpsError as exc:
                 raise CommandError(f"{name} ({db}.{cname}): {exc}") from None
             for row in rows:
                 state = "present" if row["present"] else "MISSING"
                 self.stdout.write(f"{name} ({db}.{cname}): {row['name']} {state}")
                 missing_total += 0 if row["present"] else 1
+            for field, used in usage.items():
+                self.stdout.write(f"{name} ({db}.{cname}): metadata field {field!r} "
+                                  + ("in use" if used else "not in any document"))
+            used = [field for field, in_use in usage.items() if in_use]
+            if used and len(used) < len(usage):
+                self.stdout.write(f"{name}: metadata filters would check one field less per document with "
+                                  f"HCAPADMIN_LOG_META_KEYS={','.join(used)}")
         if missing_total and not options["apply"]:
             self.stdout.write(f"{missing_total} index(es) missing; run with --apply to create them")
