@@ -53,7 +53,8 @@ def names(pg):
     yield new
     with psycopg.connect(dburl.to_conninfo(pg.url("postgres")), autocommit=True) as conn:
         for name in made + [n + " renamed" for n in made]:
-            conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name)))
+            conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(name)))
 
 
 def test_the_driver_composes_every_capability(pg):

@@ -6,10 +6,18 @@ input streamed to the command and closed (v5.channel.k8s.io)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import uuid
+
+import psycopg
 import pytest
 
+from hcapadmin.lib import dburl
+
 from ops.errors import Forbidden, Invalid, NotFound, Timeout
-from ops.platform.base import CronJobState, ScaleResult, Unsupported
+from ops.platform.base import CronJobState, ScaleResult
 from ops.platform.openshift import OpenShiftDriver
 from tests.harness.openshift import status_body
 
@@ -207,12 +215,92 @@ def test_exec_streams_stdin_and_signals_its_end(standin, driver):
     assert received["protocol"] == "v5.channel.k8s.io"
 
 
-def test_database_operations_are_not_offered_on_openshift_yet(driver):
+@pytest.fixture
+def leader_psql(standin, pg):
+    """The Patroni pods and leader ConfigMap, and exec in the leader pod that
+    runs the argv's psql for real against the test PostgreSQL (the pod's
+    local superuser connection becomes host/port/user here), its stdin
+    forwarded from the websocket."""
+    commands = []
+    standin.route("GET", PODS, lambda req: (200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+        pod("hcap-patroni-0"), pod("hcap-patroni-1")]}))
+    standin.route("GET", rf"/api/v1/namespaces/{NS}/configmaps/hcap-patroni-leader",
+                  lambda req: (200, {"kind": "ConfigMap", "apiVersion": "v1",
+                                     "metadata": {"name": "hcap-patroni-leader",
+                                                  "annotations": {"leader": "hcap-patroni-1"}}}))
+
+    def handler(req, ws):
+        argv = req.query["command"]
+        assert argv[0] == "psql"
+        data = read_stdin_until_closed(ws)
+        commands.append((req.match["pod"], argv, data.decode()))
+        local = ["psql", "-h", "127.0.0.1", "-p", str(pg.port), "-U", pg.user, *argv[1:]]
+        proc = subprocess.run(local, input=data, capture_output=True, env=dict(os.environ, PGPASSWORD=pg.password),
+                              timeout=120)
+        if proc.stdout:
+            ws.send_channel(1, proc.stdout)
+        if proc.stderr:
+            ws.send_channel(2, proc.stderr)
+        ws.send_channel(3, exit_status(proc.returncode))
+
+    standin.websocket(EXEC, handler)
+    return commands
+
+
+def exit_status(code):
+    if code == 0:
+        return '{"metadata":{},"status":"Success"}'
+    return json.dumps({"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+                       "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}})
+
+
+def test_database_operations_run_psql_in_the_leader_pod(driver, leader_psql, pg):
+    version = driver.server_version()
+    assert version.number == int(pg.psql("SHOW server_version_num").strip())
+    assert version.text == pg.psql("SHOW server_version").strip()
+    name = f"drv_{uuid.uuid4().hex[:8]} " + 'odd "name"; DROP DATABASE postgres; --'
+    driver.create_database(name)
+    try:
+        assert pg.psql("SELECT count(*) FROM pg_database WHERE datname IN ('postgres', "
+                       f"'{name}')").strip() == "2"
+        assert driver.database_size(name) > 0
+        with pytest.raises(Invalid, match="already exists"):
+            driver.create_database(name)
+        conninfo = dburl.to_conninfo(pg.url(name))
+        session = psycopg.connect(conninfo, autocommit=True)
+        try:
+            driver.block_connections(name)
+            with pytest.raises(psycopg.OperationalError, match="not currently accepting connections"):
+                psycopg.connect(conninfo, connect_timeout=5)
+            assert driver.end_sessions(name, poll=0) == 1
+            with pytest.raises(psycopg.OperationalError):
+                session.execute("SELECT 1")
+        finally:
+            session.close()
+        driver.allow_connections(name)
+        driver.rename_database(name, name[:40] + " renamed")
+        assert driver.database_size(name[:40] + " renamed") > 0
+        with pytest.raises(NotFound):
+            driver.database_size(name)
+        driver.drop_database(name[:40] + " renamed")
+        with pytest.raises(NotFound):
+            driver.drop_database(name[:40] + " renamed")
+        driver.drop_database(name[:40] + " renamed", missing_ok=True)
+    finally:
+        for leftover in (name, name[:40] + " renamed"):
+            driver.drop_database(leftover, missing_ok=True)
+    assert {pod_name for pod_name, _argv, _sql in leader_psql} == {"hcap-patroni-1"}  # the leader, from the ConfigMap
+    for _pod, argv, sql_text in leader_psql:
+        assert "odd" not in sql_text  # names reach psql only as variables, quoted by psql itself
+    assert any(f"name={name}" in argv for _pod, argv, _sql in leader_psql)
     assert driver.managed_database() is None
-    for call in (driver.server_version, lambda: driver.create_database("x"), lambda: driver.drop_database("x"),
-                 lambda: driver.end_sessions("x"), lambda: driver.database_size("x")):
-        with pytest.raises(Unsupported):
-            call()
+
+
+def test_database_names_are_checked_before_any_exec(driver, standin):
+    for bad in ("", "x\0y", "x" * 64, None):
+        with pytest.raises(Invalid):
+            driver.create_database(bad)
+    assert standin.requests == []
 
 
 def test_banner_and_migrations_location(driver, standin):

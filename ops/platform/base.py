@@ -42,6 +42,15 @@ class Unsupported(Invalid):
     scaling workloads on the local platform)."""
 
 
+def database_name(name) -> str:
+    """``name`` if PostgreSQL accepts it as a database identifier (1-63
+    bytes, no NUL); Invalid otherwise.  Drivers always quote it as an
+    identifier, so any other character is safe."""
+    if not isinstance(name, str) or not name or "\0" in name or len(name.encode()) > 63:
+        raise Invalid("a database name is 1 to 63 bytes without NUL characters")
+    return name
+
+
 # --- the dataclasses drivers return ----------------------------------------------------
 @dataclass(frozen=True)
 class VerifyFindings:

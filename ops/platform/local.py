@@ -22,14 +22,7 @@ from ops.migrations import runner
 from ops.migrations.runner import UpResult
 from ops.migrations.sources import LocalFolder, MigrationFiles
 from ops.platform.base import (ClusterMember, ClusterState, PlatformDriver, ServerVersion, Unsupported,
-                               VerifyFindings)
-
-
-def _database_name(name) -> str:
-    """A database name PostgreSQL accepts as an identifier (1-63 bytes, no NUL)."""
-    if not isinstance(name, str) or not name or "\0" in name or len(name.encode()) > 63:
-        raise Invalid("a database name is 1 to 63 bytes without NUL characters")
-    return name
+                               VerifyFindings, database_name)
 
 
 class LocalDriver(PlatformDriver):
@@ -115,27 +108,27 @@ class LocalDriver(PlatformDriver):
         return ServerVersion(number, text)
 
     def create_database(self, name: str, *, owner: str | None = None) -> None:
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_database_name(name)))
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database_name(name)))
         if owner is not None:
-            statement = sql.SQL("{} OWNER {}").format(statement, sql.Identifier(_database_name(owner)))
+            statement = sql.SQL("{} OWNER {}").format(statement, sql.Identifier(database_name(owner)))
         self._run(statement)
 
     def rename_database(self, name: str, new_name: str) -> None:
-        self._run(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(_database_name(name)),
-                                                                   sql.Identifier(_database_name(new_name))))
+        self._run(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(database_name(name)),
+                                                                   sql.Identifier(database_name(new_name))))
 
     def drop_database(self, name: str, *, missing_ok: bool = False) -> None:
         self._run(sql.SQL("DROP DATABASE {}{}").format(sql.SQL("IF EXISTS ") if missing_ok else sql.SQL(""),
-                                                       sql.Identifier(_database_name(name))))
+                                                       sql.Identifier(database_name(name))))
 
     def block_connections(self, name: str) -> None:
-        self._run(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(_database_name(name))))
+        self._run(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(database_name(name))))
 
     def allow_connections(self, name: str) -> None:
-        self._run(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(_database_name(name))))
+        self._run(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(database_name(name))))
 
     def end_sessions(self, name: str, timeout: float = 30) -> int:
-        name = _database_name(name)
+        name = database_name(name)
         others = "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
         try:
             with self._maintenance() as conn:
@@ -150,7 +143,7 @@ class LocalDriver(PlatformDriver):
         return ended
 
     def database_size(self, name: str) -> int:
-        name = _database_name(name)
+        name = database_name(name)
         row = self._run("SELECT pg_database_size(datname) FROM pg_database WHERE datname = %s", [name], fetch=True)
         if row is None:
             raise NotFound(f"no database {name}")

@@ -4,8 +4,10 @@ pods by exec over the websocket channel protocol, always as argv lists.
 
 Backups run backup-container's ``backup.sh`` in the backup pod; migrations
 are listed, read and applied in the newest running server pod; workloads are
-scaled through their scale subresource.  Operating on databases directly is
-not done from here yet (``Unsupported``)."""
+scaled through their scale subresource; databases are operated on with
+``psql`` in the Patroni leader pod, the SQL on its stdin and every name passed
+as a psql variable and quoted by psql as an identifier or literal (``:"name"``,
+``:'name'``), never spliced into the SQL text."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from ops.migrations import runner, sources
 from ops.migrations.runner import UpResult
 from ops.migrations.sources import MigrationFiles, SourceMissing
 from ops.platform.base import (ClusterMember, ClusterState, CronJobState, ExecResult, PlatformDriver, ScaleResult,
-                               Unsupported, VerifyFindings)
+                               ServerVersion, VerifyFindings, database_name)
 
 
 @contextmanager
@@ -267,15 +269,81 @@ class OpenShiftDriver(PlatformDriver):
         summary = passed[-1][:500]
         return VerifyFindings(summary, {"pod": pod, "summary": summary})
 
-    # --- database: not from here yet ------------------------------------------------------
+    # --- database: psql in the Patroni leader pod ----------------------------------------
     def managed_database(self) -> str | None:
         return None  # the pods are configured with it; the portal is not told
 
-    def _no_database(self, *args, **kwargs):
-        raise Unsupported("operating on databases directly is not available on OpenShift yet")
+    def leader_pod(self) -> str:
+        leader = self.cluster_state().leader
+        if not leader:
+            raise Unavailable(f"the Patroni cluster {self.patroni_name} has no leader")
+        return leader
 
-    server_version = create_database = rename_database = drop_database = _no_database
-    block_connections = allow_connections = end_sessions = database_size = _no_database
+    def psql(self, sql_text: str, variables: dict[str, str] | None = None, *, database: str = "postgres",
+             timeout: float = 600) -> str:
+        """Run ``sql_text`` with psql in the leader pod (stdin, ON_ERROR_STOP,
+        unaligned tuples-only output, tab-separated) and return its output.
+        ``variables`` become ``-v name=value``: refer to them as ``:"name"``
+        (identifier) or ``:'name'`` (literal)."""
+        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-F", "\t", "-d", database]
+        for key, value in (variables or {}).items():
+            argv += ["-v", f"{key}={value}"]
+        argv += ["-f", "-"]
+        pod = self.leader_pod()
+        result = self.exec(pod, argv, stdin=[sql_text], timeout=timeout)
+        if result.returncode != 0:
+            error = next((line.split("ERROR:", 1)[1].strip() for line in result.stderr.splitlines()
+                          if "ERROR:" in line), None)
+            if error and "already exists" in error:
+                raise Invalid("a database of that name already exists")
+            if error and "does not exist" in error:
+                raise NotFound("no such database")
+            if error and "is being accessed by other users" in error:
+                raise Invalid(f"the database is in use: {error[:200]}")
+            raise OpsError(f"psql in pod {pod} failed (exit {result.returncode}): "
+                           f"{error or _last_line(result.stderr) or 'no output'}"[:400])
+        return result.stdout
+
+    def server_version(self) -> ServerVersion:
+        number, text = self.psql("SELECT current_setting('server_version_num'), current_setting('server_version');"
+                                 ).rstrip("\n").split("\t", 1)
+        return ServerVersion(int(number), text)
+
+    def create_database(self, name: str, *, owner: str | None = None) -> None:
+        if owner is None:
+            self.psql('CREATE DATABASE :"name";', {"name": database_name(name)})
+        else:
+            self.psql('CREATE DATABASE :"name" OWNER :"owner";', {"name": database_name(name),
+                                                                  "owner": database_name(owner)})
+
+    def rename_database(self, name: str, new_name: str) -> None:
+        self.psql('ALTER DATABASE :"name" RENAME TO :"new_name";', {"name": database_name(name),
+                                                                   "new_name": database_name(new_name)})
+
+    def drop_database(self, name: str, *, missing_ok: bool = False) -> None:
+        self.psql(f'DROP DATABASE {"IF EXISTS " if missing_ok else ""}:"name";', {"name": database_name(name)})
+
+    def block_connections(self, name: str) -> None:
+        self.psql('ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS false;', {"name": database_name(name)})
+
+    def allow_connections(self, name: str) -> None:
+        self.psql('ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS true;', {"name": database_name(name)})
+
+    def end_sessions(self, name: str, timeout: float = 30, poll: float = 0.5) -> int:
+        others = "FROM pg_stat_activity WHERE datname = :'name' AND pid <> pg_backend_pid();"
+        variables = {"name": database_name(name)}
+        ended = int(self.psql(f"SELECT count(pg_terminate_backend(pid)) {others}", variables).strip())
+        self._wait(f"the end of the sessions on {name}",
+                   lambda: int(self.psql(f"SELECT count(*) {others}", variables).strip()) == 0,
+                   timeout=timeout, check=None, poll=poll)
+        return ended
+
+    def database_size(self, name: str) -> int:
+        out = self.psql("SELECT pg_database_size(datname) FROM pg_database WHERE datname = :'name';",
+                        {"name": database_name(name)}).strip()
+        if not out:
+            raise NotFound(f"no database {name}")
+        return int(out)
 
     # --- migrations ----------------------------------------------------------------------
     def migrations_location(self) -> str:
@@ -371,7 +439,8 @@ class OpenShiftDriver(PlatformDriver):
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= 100:
             raise Invalid("replicas must be a whole number from 0 to 100")
         body = {"spec": {"replicas": replicas}}
-        with _api_errors(f"OpenShift refused scaling {kind} {name}", f"scaling {kind} {name} failed: API answered {{status}}"), \
+        with _api_errors(f"OpenShift refused scaling {kind} {name}",
+                         f"scaling {kind} {name} failed: API answered {{status}}"), \
                 _not_found(f"no {kind} {name} in {self.namespace}"):
             if kind == "DeploymentConfig":
                 custom = k8s.CustomObjectsApi(self.api_client)
