@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import uuid
 
 import psycopg
@@ -213,6 +214,27 @@ def test_exec_streams_stdin_and_signals_its_end(standin, driver):
     assert received["data"] == b"-- dump\nSELECT 1;\n" + b"x" * 200_000
     assert received["command"] == ["psql", "-v", "ON_ERROR_STOP=1"] and received["stdin"] == ["true"]
     assert received["protocol"] == "v5.channel.k8s.io"
+
+
+def test_exec_stdin_to_a_command_that_already_ended(standin, driver):
+    """The command exits without reading its input: writing the rest must not
+    turn into a crash; the result says the command failed."""
+    ended = threading.Event()
+
+    def handler(req, ws):
+        ws.send_channel(2, "psql: error: connection refused\n")
+        ws.send_channel(3, exit_status(2))
+        ended.set()
+
+    def chunks():
+        yield b"-- first\n"
+        assert ended.wait(timeout=60)  # the rest is written only after the command ended
+        for _ in range(50):
+            yield b"y" * 65536
+
+    standin.websocket(EXEC, handler)
+    result = driver.exec("hcap-patroni-0", ["psql"], stdin=chunks())
+    assert result.returncode != 0
 
 
 @pytest.fixture

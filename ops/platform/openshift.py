@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
+from websocket import WebSocketException
 
 from ops import backups
 from ops.errors import Forbidden, Invalid, NotFound, OpsError, Timeout, Unavailable
@@ -167,7 +168,10 @@ class OpenShiftDriver(PlatformDriver):
                 raise Timeout(f"command in pod {pod} ran longer than {timeout:g}s")
             if check:
                 check()
-            resp.update(timeout=wait)
+            try:
+                resp.update(timeout=wait)
+            except (WebSocketException, OSError):
+                resp.close()  # the other side is gone; what arrived before is in the channel buffers
             for peek, read, sink, cb in ((resp.peek_stdout, resp.read_stdout, out, on_stdout),
                                          (resp.peek_stderr, resp.read_stderr, err, on_stderr)):
                 if peek():
@@ -183,10 +187,16 @@ class OpenShiftDriver(PlatformDriver):
                 for chunk in stdin:
                     if not resp.is_open():
                         break
-                    resp.write_stdin(chunk)
+                    try:
+                        resp.write_stdin(chunk)
+                    except (WebSocketException, OSError):  # the command ended and closed the connection;
+                        break                              # its exit status (read below) says how
                     drain(0)
                 if resp.is_open():
-                    resp.close_channel(0)
+                    try:
+                        resp.close_channel(0)
+                    except (WebSocketException, OSError):  # as above
+                        pass
             while resp.is_open():
                 drain(1)
             # drain what arrived with the close
