@@ -1,4 +1,7 @@
-"""The POST behind "Apply pending migrations": checked up front, then queued."""
+"""The POST behind "Apply pending migrations": checked up front, then queued.
+
+Routed directly (migrations_ui/urls.py); a refusal shows the migrations page
+again, built by the list view's own context builder."""
 
 from __future__ import annotations
 
@@ -6,26 +9,30 @@ from django.contrib import messages
 from django.db import transaction
 from django.http import HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
+from hcapadmin.accounts.decorators import permission_required
 from hcapadmin.audit.models import record
-from migrations_ui import services
-from ops import migrations as ops
+from hcapadmin.jobs.services import QueueUnavailable, default_target, submit
+from migrations_ui import state
+from migrations_ui.jobs import KIND, check_ready
+from migrations_ui.views import _page_context
 from ops.errors import Invalid
+from ops.migrations.ordering import valid_name
 
 
+@require_POST
+@permission_required("operate")
 def handle(request):
     if request.POST.get("confirm") != "apply":
         return HttpResponseBadRequest("confirm=apply is required", content_type="text/plain")
     expected = request.POST.getlist("expected")
-    if not expected or len(expected) > 10_000 or not all(ops.valid_name(n) for n in expected):
+    if not expected or len(expected) > 10_000 or not all(valid_name(n) for n in expected):
         return HttpResponseBadRequest("expected: the names of the pending migrations shown on the page",
                                       content_type="text/plain")
-    from migrations_ui.jobs import KIND, check_ready
-
-    from hcapadmin.jobs.services import default_target
-
     target = default_target()  # the same lock name as every other job on the managed database
-    report = services.report()
+    report = state.report()
     try:
         check_ready(report, expected)
     except Invalid as exc:
@@ -34,8 +41,6 @@ def handle(request):
                    details={"reason": str(exc)[:500], "refusal": report.refusal})
         messages.error(request, f"Not applied: {exc}")
         return _refused(request, report)
-    from hcapadmin.jobs.services import QueueUnavailable, submit
-
     try:
         with transaction.atomic():
             job, created = submit(KIND, {"expected": expected}, request=request, target=target)
@@ -51,14 +56,10 @@ def handle(request):
 
 def _refused(request, report):
     """The migrations page again, with the reason, as 409 Conflict."""
-    from migrations_ui.views import _page_context
-
     request.GET = request.GET.copy()
     request.GET.clear()
     return render(request, "migrations_ui/list.html", _page_context(request, report), status=409)
 
 
 def job_url(job) -> str:
-    from django.urls import reverse
-
     return reverse("job_detail", args=[job.pk])

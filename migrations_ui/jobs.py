@@ -1,15 +1,17 @@
-"""The "Apply pending migrations" job: back up, then the real `node-pg-migrate up`."""
+"""The "Apply pending migrations" job: back up, then the real `node-pg-migrate up`
+where the platform driver runs it."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 
-from django.conf import settings
-
+from hcapadmin.backups.jobs import take_backup
+from hcapadmin.core.platform import get_driver
 from hcapadmin.jobs.registry import job_kind
-from migrations_ui import services
-from ops import migrations as ops
+from migrations_ui import state
 from ops.errors import Invalid, OpsError, Timeout
+from ops.migrations.report import APPLIED, Report, find_item
+from ops.migrations.runner import error_excerpt
 
 KIND = "migrations.apply"
 
@@ -18,7 +20,7 @@ class MigrationFailed(OpsError):
     """node-pg-migrate exited non-zero."""
 
 
-def check_ready(report: ops.Report, expected: list[str] | None = None) -> list[str]:
+def check_ready(report: Report, expected: list[str] | None = None) -> list[str]:
     """Names `up` will apply, or Invalid with the reason it must not run."""
     if report.source_error:
         raise Invalid(f"The migration files cannot be read: {report.source_error}")
@@ -42,37 +44,24 @@ def check_ready(report: ops.Report, expected: list[str] | None = None) -> list[s
                  "backup taken at the start of the job can be restored)")
 def apply(ctx, params) -> dict:
     expected = params.get("expected")
-    source = services.source()
     with ctx.step("Check what `up` will do"):
-        report = services.report(source)
+        report = state.report()
         names = check_ready(report, expected)
         ctx.log(f"{len(names)} migration(s) to apply: " + ", ".join(names))
     ctx.progress(0.05)
-    from hcapadmin.backups.jobs import take_backup
-
     backup = take_backup(ctx)  # its own step, "Back up database"; a failed backup fails the job here
     ctx.log(f"Backup taken: {_backup_name(backup) or '(name not reported)'}")
     ctx.progress(0.5)
     with ctx.step("Run node-pg-migrate up"), _backup_hint_on_timeout():
-        if settings.PLATFORM == "openshift":
-            ctx.log("$ " + " ".join(ops.pod_up_argv(services.pod_project_dir())) + f"   (in pod {source.pod()})")
-            code, output = ops.run_pod_up(source, services.pod_project_dir(), on_line=ctx.log, timeout=1500,
-                                          check=ctx.check_cancelled)
-        else:
-            argv = ops.local_up_argv(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR, settings.MIGRATIONS_TABLE,
-                                     settings.MIGRATIONS_SCHEMA)
-            ctx.log("$ " + " ".join(argv) + "   (DATABASE_URL from the environment)")
-            code, output = ops.run_local_up(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR,
-                                            services.managed_database_url(), settings.MIGRATIONS_TABLE,
-                                            settings.MIGRATIONS_SCHEMA, on_line=ctx.log, timeout=1500,
-                                            check=ctx.check_cancelled)
+        # where the files were listed: on OpenShift, the same server pod
+        result = get_driver().migrate_up(report.files, on_line=ctx.log, timeout=1500, check=ctx.check_cancelled)
     ctx.progress(0.9)
     with ctx.step("Refresh the migrations list"):
-        after = services.report(source)
-        applied_now = [n for n in names if (ops.find_item(after, n) or ops.Item(n, ops.UNKNOWN)).status == ops.APPLIED]
+        after = state.report()
+        applied_now = [n for n in names if (item := find_item(after, n)) is not None and item.status == APPLIED]
         ctx.log(f"Now: {after.summary}")
-    if code != 0:
-        raise MigrationFailed(f"node-pg-migrate up failed (exit {code}): {ops.error_excerpt(output)}. "
+    if result.returncode != 0:
+        raise MigrationFailed(f"node-pg-migrate up failed (exit {result.returncode}): {error_excerpt(result.output)}. "
                               f"Applied by this run: {len(applied_now)} of {len(names)}. "
                               "The backup taken before it can be restored if needed.")
     return {"applied": applied_now, "backup": _backup_name(backup), "summary": after.summary}

@@ -1,4 +1,5 @@
-"""Migrations pages and API.  Reading and predicting live in ops/migrations.py."""
+"""Migrations pages and API.  Reading and predicting live in ops/migrations/; the
+POST that applies is migrations_ui/apply.py."""
 
 from __future__ import annotations
 
@@ -6,19 +7,23 @@ from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
 
 from hcapadmin.accounts.decorators import api_endpoint, permission_required
 from hcapadmin.core.api import json_error
-from migrations_ui import services
-from migrations_ui.rows import render_rows
-from ops import migrations as ops
+from hcapadmin.core.platform import get_driver
+from migrations_ui import rendering, state
+from migrations_ui.rendering import render_rows
+from ops.errors import OpsError
+from ops.migrations.report import (APPLIED, MISSING, OUT_OF_ORDER, PENDING, STATUS_LABELS, Report,
+                                   find_item)
+from ops.migrations.ordering import valid_name
+from ops.migrations.sources import up_down_lines
 
 PER_PAGE = 100
-STATUS_FILTERS = ("all", ops.APPLIED, ops.PENDING, ops.MISSING, ops.OUT_OF_ORDER)
+STATUS_FILTERS = ("all", APPLIED, PENDING, MISSING, OUT_OF_ORDER)
 
 
-def _page_context(request, report: ops.Report) -> dict:
+def _page_context(request, report: Report) -> dict:
     status = request.GET.get("status", "all")
     if status not in STATUS_FILTERS:
         raise ValueError("status must be one of " + ", ".join(STATUS_FILTERS))
@@ -38,13 +43,13 @@ def _page_context(request, report: ops.Report) -> dict:
         "report": report,
         "counts": report.counts,
         "page_obj": page_obj,
-        "page_rows": report.fragment(("rows", status, number), lambda: render_rows(page_obj.object_list)),
-        "attention_rows": report.fragment(("attention",), lambda: render_rows(attention[:200])),
+        "page_rows": rendering.fragment(report, ("rows", status, number), lambda: render_rows(page_obj.object_list)),
+        "attention_rows": rendering.fragment(report, ("attention",), lambda: render_rows(attention[:200])),
         "status": status,
-        "status_filters": [(s, "all" if s == "all" else ops.STATUS_LABELS[s]) for s in STATUS_FILTERS],
+        "status_filters": [(s, "all" if s == "all" else STATUS_LABELS[s]) for s in STATUS_FILTERS],
         "attention": attention[:200],
         "attention_more": max(0, len(attention) - 200),
-        "table": f"{services.settings.MIGRATIONS_SCHEMA}.{services.settings.MIGRATIONS_TABLE}",
+        "table": state.table(),
         "to_apply": report.to_apply,
         "can_apply": report.complete and not report.will_refuse and not report.load_error and bool(report.to_apply),
         "may_operate": request.principal.has_perm("operate"),
@@ -54,7 +59,7 @@ def _page_context(request, report: ops.Report) -> dict:
 @never_cache
 @permission_required("view")
 def migration_list(request):
-    report = services.report()
+    report = state.report()
     try:
         context = _page_context(request, report)
     except ValueError as exc:
@@ -66,11 +71,10 @@ def migration_list(request):
 @never_cache
 @permission_required("view")
 def migration_detail(request, name: str):
-    if not ops.valid_name(name):
+    if not valid_name(name):
         return render(request, "400.html", {"reason": "not a migration name"}, status=400)
-    src = services.source()
-    report = services.report(src)
-    item = ops.find_item(report, name)
+    report = state.report()
+    item = find_item(report, name)
     if item is None:
         if report.source_error or report.database_error:
             return render(request, "migrations_ui/detail.html",
@@ -79,12 +83,12 @@ def migration_detail(request, name: str):
     context = {"title": f"Migration {item.name}", "name": item.name, "report": report, "item": item}
     if item.file:
         try:
-            source_text = src.read(item.file, [i.file for i in report.items if i.file])
-        except ops.OpsError as exc:
+            source_text = get_driver().read_migration(item.file, report.files)
+        except OpsError as exc:
             context["read_error"] = str(exc)
         else:
-            marks = ops.up_down_lines(source_text)
-            html, css = ops.highlight(item.file, source_text, marked_lines=[marks["up"], marks["down"]])
+            marks = up_down_lines(source_text)
+            html, css = rendering.highlight(item.file, source_text, marked_lines=[marks["up"], marks["down"]])
             context.update({"source_html": html, "source_css": css, "marks": marks,
                             "lines": len(source_text.splitlines())})
     return render(request, "migrations_ui/detail.html", context)
@@ -97,10 +101,10 @@ def api_migrations(request):
     if unknown:
         return json_error(f"unknown parameter(s): {', '.join(sorted(unknown))}", 400)
     wanted = request.GET.get("status")
-    keys = (ops.APPLIED, ops.PENDING, ops.MISSING, ops.OUT_OF_ORDER)
+    keys = (APPLIED, PENDING, MISSING, OUT_OF_ORDER)
     if wanted is not None and wanted not in keys:
         return json_error("status must be one of " + ", ".join(keys), 400)
-    report = services.report()
+    report = state.report()
     if not report.complete:
         errors = [e for e in (report.source_error, report.database_error) if e]
         return JsonResponse({"error": "; ".join(errors), "source_error": report.source_error,
@@ -110,10 +114,3 @@ def api_migrations(request):
                  "table_exists": report.table_exists, "warnings": report.warnings})
     return JsonResponse(body)
 
-
-@require_POST
-@permission_required("operate")
-def apply(request):
-    from migrations_ui import apply as apply_flow
-
-    return apply_flow.handle(request)

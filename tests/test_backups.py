@@ -136,7 +136,7 @@ def test_verify_passes_on_good_file_and_fails_clearly_on_truncated(tmp_path, pg)
     drv = driver(tmp_path, pg)
     entry = drv.take_backup(now=datetime(2026, 11, 20, 3, 0, 0, tzinfo=timezone.utc))
     lines = []
-    found = drv.verify_backup(entry, log=lines.append)
+    found = drv.verify_backup(entry, log=lines.append).details
     assert found["tables"] >= 2
     assert found["row_counts"]["public.applicants"] == 3000 and found["row_counts"]["public.sites"] == 50
     assert found["benign_role_errors"] >= 1
@@ -285,7 +285,7 @@ def test_verify_does_not_touch_the_live_server_roles(tmp_path, pg):
         assert "CREATE ROLE hcap_departed;" in backup_text(entry)
         pg.psql("ALTER ROLE hcap_departed NOLOGIN")  # access revoked after that backup was taken
         lines = []
-        found = drv.verify_backup(entry, log=lines.append)
+        found = drv.verify_backup(entry, log=lines.append).details
         assert pg.psql("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'hcap_departed'").strip() == "f"
         assert found["row_counts"]["public.applicants"] == 3000 and found["postgres_major"] >= 13
         assert not server_folder(lines).exists()
@@ -344,7 +344,7 @@ def test_verify_passes_copy_data_that_begins_with_backslashes(tmp_path, pg):
         # chunks cut anywhere, lines split across reads
         with gzip.open(entry.path, "rb") as fh:
             assert backups.check_sql_file(fh, chunk_size=7) == text.count("\n")
-        found = drv.verify_backup(entry)
+        found = drv.verify_backup(entry).details
         assert found["row_counts"]["public.notes"] == 7
     finally:
         pg.psql("DROP TABLE IF EXISTS notes", "hcap")

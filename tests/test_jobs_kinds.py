@@ -106,20 +106,20 @@ def migrate_past_limit_job(ctx, params):
     import psycopg
     from django.conf import settings
 
-    from ops import migrations as ops
+    from ops.migrations import runner
 
     url = settings.MANAGED_DATABASE_URL
 
     def check():
         with psycopg.connect(url, autocommit=True) as conn:
             running = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
-                                   "AND query LIKE '%%pg_sleep%%'", [ops.UP_APPLICATION_NAME + "-%"]).fetchone()[0]
+                                   "AND query LIKE '%%pg_sleep%%'", [runner.UP_APPLICATION_NAME + "-%"]).fetchone()[0]
         if running:
             ctx.log("the migration is running in PostgreSQL")
             ctx.flush()
             time.sleep(600)  # the job's 10 s limit ends this
 
     with ctx.step("Run node-pg-migrate up"):
-        ops.run_local_up(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR, url, "pgmigrations", "public",
+        runner.run_local_up(settings.NODE_PG_MIGRATE, settings.MIGRATIONS_DIR, url, "pgmigrations", "public",
                          on_line=ctx.log, check=check)
     return {}

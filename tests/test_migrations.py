@@ -16,7 +16,10 @@ import pytest
 from django.conf import settings
 
 from hcapadmin.lib import dburl
-from ops import migrations as ops
+from migrations_ui import rendering
+from ops import errors
+from ops.migrations import applied, ordering, runner, sources
+from ops.migrations import report as reports
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "migrations_sample"
 NODE_PG_MIGRATE = str(Path(settings.BASE_DIR) / "node_modules" / ".bin" / "node-pg-migrate")
@@ -63,7 +66,7 @@ def names(report, status):
 
 
 def state(folder, conninfo, table="pgmigrations", schema="public"):
-    return ops.build_report(ops.LocalFolder(str(folder)), conninfo, table, schema)
+    return reports.build_report(sources.LocalFolder(str(folder)), conninfo, table, schema)
 
 
 # --- ordering ---------------------------------------------------------------------------
@@ -82,26 +85,26 @@ def test_order_matches_node_pg_migrate_sort(sample, fresh_db, tmp_path):
     (folder / ".hidden.js").write_text("syntax error (ignored: dotfile)")
     code, out = run_tool(folder, url, "up")
     assert code == 0, out
-    recorded = [r.name for r in ops.read_applied(conninfo).rows]
-    ours = [ops.migration_name(f) for f in ops.sort_filenames(ops.LocalFolder(str(folder)).list())]
+    recorded = [r.name for r in applied.read_applied(conninfo).rows]
+    ours = [ordering.migration_name(f) for f in ordering.sort_filenames(sources.LocalFolder(str(folder)).migration_files().names)]
     assert ours == recorded
     assert recorded[0] == "1500000000000_first"
     assert ".hidden" not in recorded and "assets" not in recorded
 
 
 def test_prefix_values_and_dates():
-    assert ops.numeric_prefix("1600000000000_x.js") == (1600000000000, True)
+    assert ordering.numeric_prefix("1600000000000_x.js") == (1600000000000, True)
     # 2020-09-13T12:26:40.000Z == 1600000000000 ms
-    assert ops.numeric_prefix("20200913122640000_x.js") == (1600000000000, True)
-    assert ops.numeric_prefix("123_x.js") == (123, False)
-    assert ops.numeric_prefix("abc_x.js") == (0, False)
-    assert ops.numeric_prefix("20201340000000000_x.js")[0] is None  # month 13: JS NaN
-    assert ops.encoded_date("20201001120000000_sites.js").isoformat() == "2020-10-01T12:00:00+00:00"
-    assert ops.encoded_date("notes.md") is None
-    assert ops.name_warning("1590000000000_applicants.js") is None
-    assert "does not follow" in ops.name_warning("README.md")
-    assert "cannot load it" in ops.name_warning("1590000000000_notes.md")
-    assert "not a valid UTC date" in ops.name_warning("20201340000000000_x.js")
+    assert ordering.numeric_prefix("20200913122640000_x.js") == (1600000000000, True)
+    assert ordering.numeric_prefix("123_x.js") == (123, False)
+    assert ordering.numeric_prefix("abc_x.js") == (0, False)
+    assert ordering.numeric_prefix("20201340000000000_x.js")[0] is None  # month 13: JS NaN
+    assert ordering.encoded_date("20201001120000000_sites.js").isoformat() == "2020-10-01T12:00:00+00:00"
+    assert ordering.encoded_date("notes.md") is None
+    assert ordering.name_warning("1590000000000_applicants.js") is None
+    assert "does not follow" in ordering.name_warning("README.md")
+    assert "cannot load it" in ordering.name_warning("1590000000000_notes.md")
+    assert "not a valid UTC date" in ordering.name_warning("20201340000000000_x.js")
 
 
 # --- statuses -----------------------------------------------------------------------------
@@ -112,14 +115,14 @@ def test_partial_apply_statuses(sample, fresh_db):
     report = state(sample, conninfo)
     assert report.complete and report.table_exists
     assert [i.name for i in report.items] == SAMPLE_ORDER
-    assert names(report, ops.APPLIED) == SAMPLE_ORDER[:3]
-    assert names(report, ops.PENDING) == SAMPLE_ORDER[3:]
-    assert all(i.run_on is not None for i in report.by_status(ops.APPLIED))
+    assert names(report, reports.APPLIED) == SAMPLE_ORDER[:3]
+    assert names(report, reports.PENDING) == SAMPLE_ORDER[3:]
+    assert all(i.run_on is not None for i in report.by_status(reports.APPLIED))
     assert report.refusal is None
     assert report.summary == "3 pending; the next deploy will apply them."
     assert report.warnings == []
     assert report.counts["files"] == 6
-    item = ops.find_item(report, "20201001120000000_sites")
+    item = reports.find_item(report, "20201001120000000_sites")
     assert item.file == "20201001120000000_sites.js" and item.date.year == 2020
 
 
@@ -127,7 +130,7 @@ def test_table_missing_vs_database_unreachable(sample, fresh_db, pg):
     _, url, conninfo = fresh_db
     report = state(sample, conninfo)
     assert report.complete and report.table_exists is False
-    assert names(report, ops.PENDING) == SAMPLE_ORDER
+    assert names(report, reports.PENDING) == SAMPLE_ORDER
     assert "does not exist yet" in report.summary
     from devtools.services import free_port
 
@@ -136,10 +139,10 @@ def test_table_missing_vs_database_unreachable(sample, fresh_db, pg):
     assert not report.complete
     assert report.database_error.startswith("managed database unreachable")
     assert report.source_error is None
-    assert {i.status for i in report.items} == {ops.UNKNOWN}
+    assert {i.status for i in report.items} == {reports.UNKNOWN}
     assert "database could not be read" in report.summary
-    with pytest.raises(ops.DatabaseUnavailable):
-        ops.read_applied(dead)
+    with pytest.raises(applied.DatabaseUnavailable):
+        applied.read_applied(dead)
 
 
 def test_folder_missing_is_told_apart(tmp_path, fresh_db):
@@ -187,7 +190,7 @@ def test_out_of_order_prediction_matches_tool(sample, fresh_db):
     # a branch merged later adds a migration older than applied ones
     hidden.write_text("-- Up Migration\nCREATE TABLE merged_late (id int);\n-- Down Migration\nDROP TABLE merged_late;\n")
     report = state(sample, conninfo)
-    assert names(report, ops.OUT_OF_ORDER) == ["1605000000000_merged-late"]
+    assert names(report, reports.OUT_OF_ORDER) == ["1605000000000_merged-late"]
     assert report.will_refuse
     expected = _tool_refusal(sample, url)
     assert report.refusal == expected
@@ -203,7 +206,7 @@ def test_deleted_file_prediction_matches_tool(sample, fresh_db):
     assert code == 0, out
     (sample / "1600000000000_employer-expressions.sql").unlink()
     report = state(sample, conninfo)
-    assert names(report, ops.MISSING) == ["1600000000000_employer-expressions"]
+    assert names(report, reports.MISSING) == ["1600000000000_employer-expressions"]
     # the missing row sits where its name sorts
     assert [i.name for i in report.items][:2] == ["1590000000000_applicants", "1600000000000_employer-expressions"]
     assert report.will_refuse
@@ -218,7 +221,7 @@ def test_deleted_last_file_does_not_refuse(sample, fresh_db):
     assert run_tool(sample, url, "up")[0] == 0
     (sample / "1620000000000_applicant-status.js").unlink()
     report = state(sample, conninfo)
-    assert names(report, ops.MISSING) == ["1620000000000_applicant-status"]
+    assert names(report, reports.MISSING) == ["1620000000000_applicant-status"]
     assert not report.will_refuse
     assert "no file" in report.summary and "apply nothing" in report.summary
     code, out = run_tool(sample, url, "up")
@@ -232,7 +235,7 @@ def test_non_default_schema_table(sample, fresh_db, pg):
     assert code == 0, out
     assert pg.psql("SELECT count(*) FROM ops.schema_history", name).strip() == "2"
     report = state(sample, conninfo, table="schema_history", schema="ops")
-    assert names(report, ops.APPLIED) == SAMPLE_ORDER[:2]
+    assert names(report, reports.APPLIED) == SAMPLE_ORDER[:2]
     # the default table does not exist in that database
     assert state(sample, conninfo).table_exists is False
 
@@ -242,51 +245,51 @@ def test_run_local_up_applies_exactly_pending(sample, fresh_db, pg):
     name, url, conninfo = fresh_db
     (sample / "1630000000000_broken-backfill.js").unlink()
     assert run_tool(sample, url, "up", "2")[0] == 0
-    before = {r.name: r.id for r in ops.read_applied(conninfo).rows}
+    before = {r.name: r.id for r in applied.read_applied(conninfo).rows}
     lines = []
-    code, out = ops.run_local_up(NODE_PG_MIGRATE, str(sample), url, "pgmigrations", "public", on_line=lines.append)
+    code, out = runner.run_local_up(NODE_PG_MIGRATE, str(sample), url, "pgmigrations", "public", on_line=lines.append)
     assert code == 0, out
     assert "Migrations complete!" in lines
-    after = ops.read_applied(conninfo).rows
+    after = applied.read_applied(conninfo).rows
     assert [r.name for r in after] == SAMPLE_ORDER[:5]
     assert {r.name: r.id for r in after if r.name in before} == before  # applied rows untouched
     assert pg.psql("SELECT count(*) FROM sites", name).strip() == "3"  # the assets/ data file was read
-    assert url not in " ".join(ops.local_up_argv(NODE_PG_MIGRATE, str(sample), "pgmigrations", "public"))
+    assert url not in " ".join(runner.local_up_argv(NODE_PG_MIGRATE, str(sample), "pgmigrations", "public"))
 
 
 def test_run_local_up_failure_reports_tool_error(sample, fresh_db):
     _, url, conninfo = fresh_db
     assert run_tool(sample, url, "up", "3")[0] == 0
-    code, out = ops.run_local_up(NODE_PG_MIGRATE, str(sample), url, "pgmigrations", "public")
+    code, out = runner.run_local_up(NODE_PG_MIGRATE, str(sample), url, "pgmigrations", "public")
     assert code != 0
     assert 'relation "applicant_status_history" does not exist' in out
-    assert "applicant_status_history" in ops.error_excerpt(out)
+    assert "applicant_status_history" in runner.error_excerpt(out)
     # single transaction: nothing of the failed run stays applied
     report = state(sample, conninfo)
-    assert names(report, ops.APPLIED) == SAMPLE_ORDER[:3]
-    assert names(report, ops.PENDING) == SAMPLE_ORDER[3:]
+    assert names(report, reports.APPLIED) == SAMPLE_ORDER[:3]
+    assert names(report, reports.PENDING) == SAMPLE_ORDER[3:]
 
 
 # --- source display -----------------------------------------------------------------------
 def test_up_down_lines_and_highlight():
     js = (FIXTURE / "1590000000000_applicants.js").read_text()
-    marks = ops.up_down_lines(js)
+    marks = sources.up_down_lines(js)
     assert marks == {"up": 2, "down": 22}
-    sql_marks = ops.up_down_lines((FIXTURE / "1600000000000_employer-expressions.sql").read_text())
+    sql_marks = sources.up_down_lines((FIXTURE / "1600000000000_employer-expressions.sql").read_text())
     assert sql_marks == {"up": 1, "down": 8}
-    html, css = ops.highlight("x.js", js, [2, 22])
+    html, css = rendering.highlight("x.js", js, [2, 22])
     assert 'class="hll"' in html and "createTable" in html and ".source" in css
 
 
 def test_local_folder_read_validates_name(sample):
-    folder = ops.LocalFolder(str(sample))
-    listing = folder.list()
-    assert "assets" not in listing and ".gitkeep" not in listing
-    assert "exports.up" in folder.read("1590000000000_applicants.js", listing)
-    with pytest.raises(ops.NotFound):
-        folder.read("../../etc/passwd", listing)
-    with pytest.raises(ops.NotFound):
-        folder.read("assets", listing)
+    folder = sources.LocalFolder(str(sample))
+    listing = folder.migration_files()
+    assert "assets" not in listing.names and ".gitkeep" not in listing.names
+    assert "exports.up" in folder.read_migration("1590000000000_applicants.js", listing)
+    with pytest.raises(errors.NotFound):
+        folder.read_migration("../../etc/passwd", listing)
+    with pytest.raises(errors.NotFound):
+        folder.read_migration("assets", listing)
 
 
 def test_demo_migrations_as_the_sandbox_runs_them(tmp_path, fresh_db, pg):
@@ -295,21 +298,21 @@ def test_demo_migrations_as_the_sandbox_runs_them(tmp_path, fresh_db, pg):
     name, url, conninfo = fresh_db
     folder = tmp_path / "demo"
     shutil.copytree(Path(settings.BASE_DIR) / "demo" / "migrations", folder)
-    files = ops.LocalFolder(str(folder)).list()
+    files = sources.LocalFolder(str(folder)).migration_files().names
     assert len(files) == 7 and "assets" not in files
     assert any(len(f.split("_")[0]) == 17 for f in files) and any(f.endswith(".sql") for f in files)
     code, out = run_tool(folder, url, "up", str(len(files) - 2))
     assert code == 0, out
     report = state(folder, conninfo)
     assert report.complete and not report.warnings
-    assert [i.name for i in report.by_status(ops.PENDING)] == ["20201020160000000_cohorts",
+    assert [i.name for i in report.by_status(reports.PENDING)] == ["20201020160000000_cohorts",
                                                                "1603900000000_applicant-status"]
     assert report.summary == "2 pending; the next deploy will apply them."
     assert pg.psql("SELECT count(*) FROM employer_sites", name).strip() == "5"
     pg.psql("INSERT INTO applicants (body) VALUES ('{}'::jsonb)", name)  # what the sandbox seed inserts into
     code, out = run_tool(folder, url, "up")
     assert code == 0, out
-    assert state(folder, conninfo).counts[ops.APPLIED] == 7
+    assert state(folder, conninfo).counts[reports.APPLIED] == 7
 
 
 def test_run_local_up_never_logs_the_password(tmp_path, fresh_db, pg):
@@ -319,24 +322,22 @@ def test_run_local_up_never_logs_the_password(tmp_path, fresh_db, pg):
     (folder / "1700000000000_leaky.js").write_text(
         "exports.up = () => { console.log('url is ' + process.env.DATABASE_URL); };\n")
     lines = []
-    code, out = ops.run_local_up(NODE_PG_MIGRATE, str(folder), url, "pgmigrations", "public", on_line=lines.append)
+    code, out = runner.run_local_up(NODE_PG_MIGRATE, str(folder), url, "pgmigrations", "public", on_line=lines.append)
     assert code == 0, out
     assert any(line.startswith("url is postgres://postgres:***@") for line in lines)
     assert pg.password not in out and all(pg.password not in line for line in lines)
 
 
 def test_rendered_fragments_are_shared_by_copies_of_one_report_only():
-    """The page caches its rendered rows on the memoised Report; copies made
+    """The page caches its rendered rows per memoised Report; copies made
     with dataclasses.replace() share them, a report of other inputs does not."""
     from dataclasses import replace
 
-    from ops.migrations import AppliedState, merge
-
-    first = merge(["1000000000000_a.js", "1000000000001_b.js"], AppliedState([], True))
+    first = reports.merge(["1000000000000_a.js", "1000000000001_b.js"], applied.AppliedState([], True))
     calls = []
-    built = first.fragment(("rows", "all", 1), lambda: calls.append(1) or "rows-1")
+    built = rendering.fragment(first, ("rows", "all", 1), lambda: calls.append(1) or "rows-1")
     copy = replace(first, source_error="x")
-    assert copy.fragment(("rows", "all", 1), lambda: calls.append(1) or "other") == built == "rows-1"
+    assert rendering.fragment(copy, ("rows", "all", 1), lambda: calls.append(1) or "other") == built == "rows-1"
     assert calls == [1]
-    second = merge(["1000000000000_a.js"], AppliedState([], True))
-    assert second.fragment(("rows", "all", 1), lambda: "rows-2") == "rows-2"
+    second = reports.merge(["1000000000000_a.js"], applied.AppliedState([], True))
+    assert rendering.fragment(second, ("rows", "all", 1), lambda: "rows-2") == "rows-2"

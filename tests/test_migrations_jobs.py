@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ops import migrations as ops
+from ops.migrations import applied, runner, sources
+from ops.migrations import report as reports
 from tests.test_migrations import NODE_PG_MIGRATE, SAMPLE_ORDER, fresh_db, run_tool, sample  # noqa: F401  (fixtures)
 
 
@@ -40,7 +41,7 @@ def test_apply_job_backs_up_then_applies_exactly_the_pending(client_as, configur
     folder, url, conninfo, dbname = configured
     (folder / "1630000000000_broken-backfill.js").unlink()
     assert run_tool(folder, url, "up", "2")[0] == 0
-    before = {r.name: (r.id, r.run_on) for r in ops.read_applied(conninfo).rows}
+    before = {r.name: (r.id, r.run_on) for r in applied.read_applied(conninfo).rows}
     client = client_as("admin")
     response = _submit(client, SAMPLE_ORDER[2:5])
     job = Job.objects.get(kind="migrations.apply")
@@ -57,7 +58,7 @@ def test_apply_job_backs_up_then_applies_exactly_the_pending(client_as, configur
     assert url not in job.log and pg.password not in job.log
     assert job.result["applied"] == SAMPLE_ORDER[2:5]
     assert len(_backups(settings)) == 1
-    rows = ops.read_applied(conninfo).rows
+    rows = applied.read_applied(conninfo).rows
     assert [r.name for r in rows] == SAMPLE_ORDER[:5]
     assert {r.name: (r.id, r.run_on) for r in rows if r.name in before} == before
     html = client.get("/migrations/").content.decode()
@@ -80,9 +81,9 @@ def test_failing_migration_fails_the_job_with_the_tools_error(client_as, configu
     assert "Error executing:" in job.log
     assert len(_backups(settings)) == 1  # the backup was taken before
     # single transaction: the run rolled back; the list says so
-    report = ops.build_report(ops.LocalFolder(str(folder)), conninfo, "pgmigrations", "public")
-    assert [i.name for i in report.by_status(ops.APPLIED)] == SAMPLE_ORDER[:3]
-    assert [i.name for i in report.by_status(ops.PENDING)] == SAMPLE_ORDER[3:]
+    report = reports.build_report(sources.LocalFolder(str(folder)), conninfo, "pgmigrations", "public")
+    assert [i.name for i in report.by_status(reports.APPLIED)] == SAMPLE_ORDER[:3]
+    assert [i.name for i in report.by_status(reports.PENDING)] == SAMPLE_ORDER[3:]
     body = client.get("/api/v1/migrations").json()
     assert [i["name"] for i in body["pending"]] == SAMPLE_ORDER[3:]
 
@@ -103,7 +104,7 @@ def test_job_rechecks_order_before_backing_up(client_as, configured, run_jobs, s
     assert job.status == "failed"
     assert "Not run migration 1595000000000_late-merge is preceding already run migration" in job.error
     assert _backups(settings) == []
-    assert [r.name for r in ops.read_applied(conninfo).rows] == SAMPLE_ORDER[:3]
+    assert [r.name for r in applied.read_applied(conninfo).rows] == SAMPLE_ORDER[:3]
 
 
 # --- a node-pg-migrate that is stopped leaves nothing behind ------------------------------------------------
@@ -182,16 +183,16 @@ def test_stopping_node_pg_migrate_kills_it_and_ends_its_database_session(slow_pe
             raise _Stop()
 
     with pytest.raises(_Stop):
-        ops.run_local_up(NODE_PG_MIGRATE, str(folder), url, "pgmigrations", "public", on_line=lines.append,
+        runner.run_local_up(NODE_PG_MIGRATE, str(folder), url, "pgmigrations", "public", on_line=lines.append,
                          check=check)
     [(pid, app)] = seen["sessions"]
-    assert app.startswith(ops.UP_APPLICATION_NAME + "-")
+    assert app.startswith(runner.UP_APPLICATION_NAME + "-")
     assert seen["node"], "node-pg-migrate was not found running"
     assert _processes_with(str(folder)) == []  # gone when run_local_up returned, not later
     assert _sleeping_sessions(conninfo) == []
     assert _advisory_locks(conninfo) == 0  # node-pg-migrate's run lock went with its session
     assert "Stopped node-pg-migrate and ended its 1 database session(s)." in lines
-    assert SLOW not in [r.name for r in ops.read_applied(conninfo).rows]  # its transaction rolled back
+    assert SLOW not in [r.name for r in applied.read_applied(conninfo).rows]  # its transaction rolled back
 
 
 def test_node_pg_migrate_past_its_timeout_is_killed_with_its_session(slow_pending):
@@ -207,7 +208,7 @@ def test_node_pg_migrate_past_its_timeout_is_killed_with_its_session(slow_pendin
     from ops.errors import Timeout
 
     with pytest.raises(Timeout, match="ran longer than 1 seconds and was stopped"):
-        ops.run_local_up(NODE_PG_MIGRATE, str(folder), url, "pgmigrations", "public", timeout=1, check=check)
+        runner.run_local_up(NODE_PG_MIGRATE, str(folder), url, "pgmigrations", "public", timeout=1, check=check)
     assert _processes_with(str(folder)) == []
     assert _sleeping_sessions(conninfo) == []
     assert _advisory_locks(conninfo) == 0
@@ -250,7 +251,7 @@ def test_apply_job_that_loses_its_lock_stops_node_pg_migrate_before_releasing(cl
     assert "Stopped node-pg-migrate and ended its 1 database session(s)." in job.log
     assert seen["node"] and _processes_with(str(folder)) == []
     assert _sleeping_sessions(conninfo) == []
-    assert SLOW not in [r.name for r in ops.read_applied(conninfo).rows]
+    assert SLOW not in [r.name for r in applied.read_applied(conninfo).rows]
 
 
 @pytest.mark.django_db
@@ -272,4 +273,4 @@ def test_job_past_its_limit_leaves_no_node_pg_migrate_or_session_behind(configur
     assert _processes_with(str(folder)) == []
     assert _sleeping_sessions(conninfo) == []
     assert locks.holder(redis_connection(), "slow-db") is None
-    assert SLOW not in [r.name for r in ops.read_applied(conninfo).rows]
+    assert SLOW not in [r.name for r in applied.read_applied(conninfo).rows]

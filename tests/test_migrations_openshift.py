@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ops import migrations as ops
+from ops import errors
+from ops.migrations import applied, sources
+from ops.migrations import report as reports
 from ops.platform.openshift import OpenShiftDriver
 from tests.test_migrations import FIXTURE, NODE_PG_MIGRATE, SAMPLE_ORDER, fresh_db, run_tool  # noqa: F401
 
@@ -82,8 +84,9 @@ def pod_folder(tmp_path):
     return folder
 
 
-def driver_for(standin):
-    return OpenShiftDriver(api_url=standin.url, namespace=NS, token="sa-token", ca_file=str(standin.ca_file))
+def driver_for(standin, pod_dir=POD_DIR):
+    return OpenShiftDriver(api_url=standin.url, namespace=NS, token="sa-token", ca_file=str(standin.ca_file),
+                           migrations_pod_dir=pod_dir)
 
 
 def test_pod_source_lists_like_the_tool(standin, pod_folder, fresh_db):  # noqa: F811
@@ -91,53 +94,52 @@ def test_pod_source_lists_like_the_tool(standin, pod_folder, fresh_db):  # noqa:
     (pod_folder / "odd name with space_x.js").write_text("exports.up = () => {};\n")
     os.symlink(pod_folder / "1590000000000_applicants.js", pod_folder / "1580000000000_linked.js")
     seen = install_pod(standin, pod_folder)
-    source = ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR)
-    listing = source.list()
-    local = ops.LocalFolder(str(pod_folder)).list()
-    assert sorted(listing) == sorted(local)
-    assert "assets" not in listing and ".gitkeep" not in listing
-    assert "odd name with space_x.js" in listing and "1580000000000_linked.js" in listing
+    source = driver_for(standin)
+    listing = source.migration_files()
+    local = sources.LocalFolder(str(pod_folder)).migration_files().names
+    assert sorted(listing.names) == sorted(local)
+    assert "assets" not in listing.names and ".gitkeep" not in listing.names
+    assert "odd name with space_x.js" in listing.names and "1580000000000_linked.js" in listing.names
+    assert listing.pod == "hcap-server-7-abcde" and listing.location == f"pod hcap-server-7-abcde:{POD_DIR}"
     pod, argv = seen[0]
     assert pod == "hcap-server-7-abcde"
     assert argv[:2] == ["find", POD_DIR + "/"] and "-printf" in argv
-    text = source.read("1600000000000_employer-expressions.sql", listing)
+    text = source.read_migration("1600000000000_employer-expressions.sql", listing)
     assert text == (pod_folder / "1600000000000_employer-expressions.sql").read_text()
     assert seen[-1][1] == ["cat", "--", f"{POD_DIR}/1600000000000_employer-expressions.sql"]
     n_exec = len(seen)
     for bad in ("../../etc/passwd", "assets", ".gitkeep", "-n"):
-        with pytest.raises(ops.NotFound):
-            source.read(bad, listing)
+        with pytest.raises(errors.NotFound):
+            source.read_migration(bad, listing)
     assert len(seen) == n_exec  # refused before any exec
     # merged with the real table, statuses as for the local folder
     (pod_folder / "odd name with space_x.js").unlink()
     (pod_folder / "1580000000000_linked.js").unlink()
     assert run_tool(pod_folder, url, "up", "2")[0] == 0
-    report = ops.build_report(ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR),
-                              conninfo, "pgmigrations", "public")
+    report = reports.build_report(driver_for(standin), conninfo, "pgmigrations", "public")
     assert report.complete
-    assert [i.name for i in report.by_status(ops.APPLIED)] == SAMPLE_ORDER[:2]
-    assert [i.name for i in report.by_status(ops.PENDING)] == SAMPLE_ORDER[2:]
+    assert [i.name for i in report.by_status(reports.APPLIED)] == SAMPLE_ORDER[:2]
+    assert [i.name for i in report.by_status(reports.PENDING)] == SAMPLE_ORDER[2:]
     assert "hcap-server-7-abcde" in report.source
 
 
 def test_pod_source_errors(standin, tmp_path):
     install_pod(standin, tmp_path / "not-there")
-    source = ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR)
-    with pytest.raises(ops.SourceMissing, match="does not exist in pod hcap-server-7-abcde"):
-        source.list()
+    with pytest.raises(sources.SourceMissing, match="does not exist in pod hcap-server-7-abcde"):
+        driver_for(standin).migration_files()
     standin.clear()
     install_pod(standin, tmp_path, pods=(("hcap-server-6-old", "2026-01-01T00:00:00Z", "Failed"),))
-    with pytest.raises(ops.SourceMissing, match="no running server pod"):
-        ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR).list()
+    with pytest.raises(sources.SourceMissing, match="no running server pod"):
+        driver_for(standin).migration_files()
     standin.clear()
-    with pytest.raises(ops.Invalid):
-        ops.PodFolder(driver_for(standin), "x=y", "relative/path")
+    with pytest.raises(errors.Invalid):
+        driver_for(standin, "relative/path")
 
 
 def test_pod_source_picks_newest_running_pod(standin, pod_folder):
     seen = install_pod(standin, pod_folder, pods=(("hcap-server-7-new", "2026-02-01T00:00:00Z", "Running"),
                                                   ("hcap-server-6-old", "2026-01-01T00:00:00Z", "Running")))
-    ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR).list()
+    driver_for(standin).migration_files()
     assert seen[0][0] == "hcap-server-7-new"
 
 
@@ -145,12 +147,13 @@ def test_pod_up_streams_the_tool_output(standin, pod_folder, fresh_db):  # noqa:
     _, url, conninfo = fresh_db
     (pod_folder / "1630000000000_broken-backfill.js").unlink()
     install_pod(standin, pod_folder, db_url=url)
-    source = ops.PodFolder(driver_for(standin), "deploymentconfig=hcap-server", POD_DIR)
+    driver = driver_for(standin)
     lines = []
-    code, out = ops.run_pod_up(source, str(Path(POD_DIR).parent), on_line=lines.append)
-    assert code == 0, out
+    result = driver.migrate_up(driver.migration_files(), on_line=lines.append)
+    assert result.returncode == 0, result.output
+    assert lines[0] == f"$ npm --prefix {Path(POD_DIR).parent} run migrate up   (in pod hcap-server-7-abcde)"
     assert "Migrations complete!" in lines
-    assert [r.name for r in ops.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
+    assert [r.name for r in applied.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
 
 
 @pytest.mark.django_db
@@ -187,5 +190,5 @@ def test_openshift_page_and_apply_job(standin, pod_folder, fresh_db, settings, c
     argvs = [argv for _pod, argv in seen]
     assert argvs.index(["./backup.sh", "-1"]) < argvs.index(["npm", "--prefix", "/opt/app-root/src/server", "run",
                                                              "migrate", "up"])
-    assert [r.name for r in ops.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
+    assert [r.name for r in applied.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
     assert all(req.bearer == "sa-token" for req in standin.requests)

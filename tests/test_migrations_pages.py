@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from ops import migrations as ops
 from tests.test_migrations import SAMPLE_ORDER, fresh_db, run_tool, sample  # noqa: F401  (fixtures)
 
 

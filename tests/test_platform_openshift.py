@@ -166,7 +166,7 @@ def test_verify_parses_backup_sh_outcome(standin, driver, backup_pod):
                           f" - {entry.path}: Status: PASSED"], code=0)
     found = driver.verify_backup(entry, log=lambda line: None)
     assert outcome["command"] == ["./backup.sh", "-v", "all", "-f", entry.path]
-    assert "PASSED" in found["summary"]
+    assert "PASSED" in found.summary and found.details == {"pod": POD, "summary": found.summary}
     outcome.update(lines=["Restoring from backup ...", "psql: ERROR:  syntax error at end of input",
                           "Verification Summary:", f" - {entry.path}: Status: FAILED"], code=1)
     with pytest.raises(VerifyFailed) as info:
@@ -174,7 +174,7 @@ def test_verify_parses_backup_sh_outcome(standin, driver, backup_pod):
     assert "syntax error" in str(info.value)
 
 
-def test_cluster_members_from_pods_and_leader_configmap(standin, driver):
+def test_cluster_state_from_pods_and_leader_configmap(standin, driver):
     status = lambda role, state: json.dumps({"role": role, "state": state, "xlog_location": 123})  # noqa: E731
     standin.route("GET", PODS, lambda req: (200, pod_list(
         pod("hcap-patroni-0", annotations={"status": status("replica", "running")}),
@@ -185,9 +185,9 @@ def test_cluster_members_from_pods_and_leader_configmap(standin, driver):
                   lambda req: (200, {"kind": "ConfigMap", "apiVersion": "v1",
                                      "metadata": {"name": "hcap-patroni-leader",
                                                   "annotations": {"leader": "hcap-patroni-1"}}}))
-    cluster = driver.cluster_members()
-    assert cluster["leader"] == "hcap-patroni-1"
-    assert [(m["name"], m["role"], m["state"]) for m in cluster["members"]] == [
+    cluster = driver.cluster_state()
+    assert cluster.mode == "patroni" and cluster.leader == "hcap-patroni-1"
+    assert [(m.name, m.role, m.state) for m in cluster.members] == [
         ("hcap-patroni-0", "replica", "running"), ("hcap-patroni-1", "leader", "running"),
         ("hcap-patroni-2", "unknown", "Running")]
 

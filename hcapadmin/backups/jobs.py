@@ -56,8 +56,8 @@ def run_verify(ctx, params) -> dict:
     except VerifyFailed as exc:
         _record(ctx, entry, False, str(exc), {})
         raise
-    _record(ctx, entry, True, "restored and checked", findings)
-    return {"backup": entry.name, "ok": True, **findings}
+    _record(ctx, entry, True, "restored and checked", findings.details)
+    return {"backup": entry.name, "ok": True, **findings.details}
 
 
 def _record(ctx, entry, ok: bool, message: str, details: dict) -> None:

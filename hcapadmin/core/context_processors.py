@@ -1,14 +1,13 @@
+"""Template context every page gets: the principal, and the environment
+banner (the environment's name and the platform driver's own label)."""
+
 from django.conf import settings
+
+from hcapadmin.core.platform import get_driver
 
 
 def portal(request):
-    from hcapadmin.core.platform import driver_config
-
-    if settings.PLATFORM == "openshift":
-        cfg = driver_config()
-        banner = f"OpenShift · {cfg['api_url']} · namespace {cfg['namespace']}"
-    else:
-        banner = "Local platform"
+    banner = get_driver().banner()
     if settings.ENVIRONMENT_NAME:
         banner = f"{settings.ENVIRONMENT_NAME} · {banner}"
     return {

@@ -1,4 +1,8 @@
-"""Builds the configured platform driver from settings (one per process)."""
+"""Builds the configured platform driver from settings (one per process).
+
+This is the only place that looks at ``settings.PLATFORM``: everything that
+differs between the platforms is a driver method (see ops/platform/base.py),
+and each driver gets the settings it needs here."""
 
 from __future__ import annotations
 
@@ -22,14 +26,20 @@ def driver_config() -> dict:
             "patroni_leader_configmap": settings.OPENSHIFT_PATRONI_LEADER_CONFIGMAP,
             "backup_name": settings.OPENSHIFT_BACKUP_NAME,
             "cronjobs": tuple(settings.OPENSHIFT_CRONJOBS),
+            "migrations_pod_selector": settings.MIGRATIONS_POD_SELECTOR,
+            "migrations_pod_dir": settings.MIGRATIONS_POD_DIR,
+            "migrations_pod_container": settings.MIGRATIONS_POD_CONTAINER,
         }
     return {
         "database_conninfo": dburl.to_conninfo(settings.MANAGED_DATABASE_URL),
+        "database_url": settings.MANAGED_DATABASE_URL,
         "backup_dir": settings.BACKUP_DIR,
         "migrations_dir": settings.MIGRATIONS_DIR,
         "backup_host": settings.BACKUP_HOST,
         "patroni_url": settings.PATRONI_URL,
         "node_pg_migrate": settings.NODE_PG_MIGRATE,
+        "migrations_table": settings.MIGRATIONS_TABLE,
+        "migrations_schema": settings.MIGRATIONS_SCHEMA,
     }
 
 

@@ -47,7 +47,7 @@ def dashboard(request):
     context["running_jobs"] = list(Job.objects.filter(status__in=ACTIVE).defer("log").order_by("id")[:20])
     context["recent_jobs"] = list(Job.objects.exclude(status__in=ACTIVE).defer("log").order_by("-id")[:5])
     try:
-        context["cluster"] = get_driver().cluster_members()
+        context["cluster"] = get_driver().cluster_state()
     except OpsError as exc:
         context["cluster_error"] = str(exc)
     if request.principal.has_perm("operate"):  # admins: the readiness details /readyz does not show

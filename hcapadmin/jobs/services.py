@@ -258,10 +258,6 @@ def default_target() -> str:
     name = getattr(settings, "TARGET_DATABASE", None)
     if name:
         return name
-    if settings.PLATFORM == "local" and settings.MANAGED_DATABASE_URL:
-        from urllib.parse import unquote, urlsplit
+    from hcapadmin.core.platform import get_driver  # here only to keep this change to this function
 
-        path = urlsplit(settings.MANAGED_DATABASE_URL).path.lstrip("/")
-        if path:
-            return unquote(path)
-    return "hcap"
+    return get_driver().managed_database() or "hcap"

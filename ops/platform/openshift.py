@@ -1,19 +1,36 @@
 """The OpenShift driver: the kubernetes client against the configured API,
-with the portal's service account (never a user's token)."""
+with the portal's service account (never a user's token).  Commands run in
+pods by exec over the websocket channel protocol, always as argv lists.
+
+Backups run backup-container's ``backup.sh`` in the backup pod; migrations
+are listed, read and applied in the newest running server pod; workloads are
+scaled through their scale subresource; databases are operated on with
+``psql`` in the Patroni leader pod, the SQL on its stdin and every name passed
+as a psql variable and quoted by psql as an identifier or literal (``:"name"``,
+``:'name'``), never spliced into the SQL text."""
 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream
+from websocket import WebSocketException
 
+from ops import backups
 from ops.errors import Forbidden, Invalid, NotFound, OpsError, Timeout, Unavailable
-from ops.platform.base import PlatformDriver
+from ops.lines import LineSplitter
+from ops.migrations import runner, sources
+from ops.migrations.runner import UpResult
+from ops.migrations.sources import MigrationFiles, SourceMissing
+from ops.platform.base import (ClusterMember, ClusterState, CronJobState, ExecResult, PlatformDriver, ScaleResult,
+                               ServerVersion, VerifyFindings, database_name)
 
 
 @contextmanager
@@ -27,15 +44,10 @@ def _api_errors(refused: str, failed: str):
         if exc.status in (401, 403):
             raise Forbidden(f"{refused} ({exc.status})") from None
         raise Unavailable(failed.format(status=exc.status)) from None
+    except OpsError:  # already said in ops terms inside the block
+        raise
     except Exception as exc:  # urllib3 / ssl errors
         raise Unavailable(f"OpenShift API unreachable: {type(exc).__name__}") from None
-
-
-@dataclass
-class ExecResult:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 def _exec_returncode(status_text: str) -> int:
@@ -73,9 +85,15 @@ class OpenShiftDriver(PlatformDriver):
                  server_name: str = "hcap-server", patroni_name: str = "hcap-patroni",
                  patroni_leader_configmap: str = "hcap-patroni-leader", backup_name: str = "hcap-backup",
                  cronjobs: tuple[str, ...] = (), backup_selector: str | None = None, backup_root: str = "/backups",
-                 backup_container: str | None = None, patroni_selector: str | None = None, **_ignored):
+                 backup_container: str | None = None, patroni_selector: str | None = None,
+                 migrations_pod_selector: str | None = None,
+                 migrations_pod_dir: str = "/opt/app-root/src/server/migrations",
+                 migrations_pod_container: str | None = None, **_ignored):
         self.api_url = api_url.rstrip("/")
         self.namespace = namespace
+        self.migrations_selector = migrations_pod_selector or f"deploymentconfig={server_name}"
+        self.migrations_dir = sources.pod_folder(migrations_pod_dir)
+        self.migrations_container = migrations_pod_container
         self.server_name = server_name
         self.patroni_name = patroni_name
         self.patroni_leader_configmap = patroni_leader_configmap
@@ -119,10 +137,16 @@ class OpenShiftDriver(PlatformDriver):
     def describe(self) -> str:
         return f"openshift · {self.api_url} · namespace {self.namespace}"
 
+    def banner(self) -> str:
+        return f"OpenShift · {self.api_url} · namespace {self.namespace}"
+
+    # --- exec ----------------------------------------------------------------------------
     def exec(self, pod: str, argv: list[str], *, container: str | None = None, timeout: float = 600,
-              on_stdout=None, on_stderr=None, check=None) -> ExecResult:
+             stdin: Iterable[bytes | str] | None = None, on_stdout=None, on_stderr=None, check=None) -> ExecResult:
         """Run ``argv`` (a list, never a shell string) in ``pod`` and wait.
 
+        ``stdin`` (optional) is sent chunk by chunk while output is read, then
+        the end of input is signalled (a dump can be piped into ``psql``).
         ``on_stdout``/``on_stderr`` receive output chunks as they arrive, so long
         commands can stream into a job log.  Raises NotFound when the pod does not
         exist, Forbidden on 403, Unavailable when the API cannot be reached,
@@ -130,11 +154,9 @@ class OpenShiftDriver(PlatformDriver):
         is called about once a second and may raise to stop waiting (cancel);
         the websocket is then closed.
         """
-        from kubernetes.stream import stream
-
         if not isinstance(argv, (list, tuple)) or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a list of strings")
-        kwargs = {"command": list(argv), "stderr": True, "stdin": False, "stdout": True, "tty": False,
+        kwargs = {"command": list(argv), "stderr": True, "stdin": stdin is not None, "stdout": True, "tty": False,
                   "_preload_content": False}
         if container:
             kwargs["container"] = container
@@ -151,23 +173,43 @@ class OpenShiftDriver(PlatformDriver):
             raise Unavailable(f"exec in pod {pod} failed: {type(exc).__name__}") from None
         out, err = [], []
         deadline = time.monotonic() + timeout
+
+        def drain(wait: float) -> None:
+            if time.monotonic() > deadline:
+                raise Timeout(f"command in pod {pod} ran longer than {timeout:g}s")
+            if check:
+                check()
+            try:
+                resp.update(timeout=wait)
+            except (WebSocketException, OSError):
+                resp.close()  # the other side is gone; what arrived before is in the channel buffers
+            for peek, read, sink, cb in ((resp.peek_stdout, resp.read_stdout, out, on_stdout),
+                                         (resp.peek_stderr, resp.read_stderr, err, on_stderr)):
+                if peek():
+                    chunk = read()
+                    sink.append(chunk)
+                    if cb:
+                        cb(chunk)
+
         try:
+            if stdin is not None:
+                if resp.subprotocol != "v5.channel.k8s.io":
+                    raise Unavailable("the OpenShift API cannot close a command's input (no v5.channel.k8s.io)")
+                for chunk in stdin:
+                    if not resp.is_open():
+                        break
+                    try:
+                        resp.write_stdin(chunk)
+                    except (WebSocketException, OSError):  # the command ended and closed the connection;
+                        break                              # its exit status (read below) says how
+                    drain(0)
+                if resp.is_open():
+                    try:
+                        resp.close_channel(0)
+                    except (WebSocketException, OSError):  # as above
+                        pass
             while resp.is_open():
-                if time.monotonic() > deadline:
-                    raise Timeout(f"command in pod {pod} ran longer than {timeout:g}s")
-                if check:
-                    check()
-                resp.update(timeout=1)
-                if resp.peek_stdout():
-                    chunk = resp.read_stdout()
-                    out.append(chunk)
-                    if on_stdout:
-                        on_stdout(chunk)
-                if resp.peek_stderr():
-                    chunk = resp.read_stderr()
-                    err.append(chunk)
-                    if on_stderr:
-                        on_stderr(chunk)
+                drain(1)
             # drain what arrived with the close
             for reader, sink, cb in ((resp.read_stdout, out, on_stdout), (resp.read_stderr, err, on_stderr)):
                 rest = reader()
@@ -188,8 +230,7 @@ class OpenShiftDriver(PlatformDriver):
         running.sort(key=lambda p: (p.metadata.creation_timestamp or 0, p.metadata.name))
         return [p.metadata.name for p in running]
 
-
-    # --- backups (issue 4) -------------------------------------------------------
+    # --- backups -------------------------------------------------------------------------
     def backup_pod(self) -> str:
         pods = self.running_pods(self.backup_selector)
         if not pods:
@@ -197,18 +238,16 @@ class OpenShiftDriver(PlatformDriver):
         return pods[0]
 
     def list_backups(self) -> list:
-        from ops.backups import find_argv, parse_find_output
-
         pod = self.backup_pod()
-        result = self.exec(pod, find_argv(self.backup_root), container=self.backup_container, timeout=60)
+        result = self.exec(pod, backups.find_argv(self.backup_root), container=self.backup_container, timeout=60)
         if result.returncode != 0:
             raise OpsError(f"listing backups in pod {pod} failed (exit {result.returncode}): "
                            f"{_last_line(result.stderr) or 'no output'}")
-        return parse_find_output(result.stdout, self.backup_root)
+        return backups.parse_find_output(result.stdout, self.backup_root)
 
     def _run_script(self, argv: list[str], *, log, check, timeout: float) -> tuple[str, ExecResult]:
         pod = self.backup_pod()
-        out_lines, err_lines = _LineLog(log), _LineLog(log)
+        out_lines, err_lines = LineSplitter(log), LineSplitter(log)
         if log:
             log(f"Running {' '.join(argv)} in pod {pod}")
         try:
@@ -235,11 +274,9 @@ class OpenShiftDriver(PlatformDriver):
                     return entry
         return None
 
-    def verify_backup(self, entry, *, log=None, check=None, timeout: float = 3 * 3600) -> dict:
+    def verify_backup(self, entry, *, log=None, check=None, timeout: float = 3 * 3600) -> VerifyFindings:
         """``./backup.sh -v all -f <file>``: backup-container restores into its own
         throwaway server and runs its table query; we parse the outcome."""
-        from ops.backups import VerifyFailed
-
         pod, result = self._run_script(["./backup.sh", "-v", "all", "-f", entry.path], log=log, check=check,
                                        timeout=timeout)
         text = result.stdout + "\n" + result.stderr
@@ -248,10 +285,141 @@ class OpenShiftDriver(PlatformDriver):
         if result.returncode != 0 or failed or not passed:
             reason = (failed[0] if failed else _last_line(result.stderr) or _last_line(result.stdout)
                       or "no output")
-            raise VerifyFailed(f"backup.sh -v in pod {pod} reported failure (exit {result.returncode}): {reason}")
-        return {"pod": pod, "summary": passed[-1][:500]}
+            raise backups.VerifyFailed(f"backup.sh -v in pod {pod} reported failure (exit {result.returncode}): "
+                                       f"{reason}")
+        summary = passed[-1][:500]
+        return VerifyFindings(summary, {"pod": pod, "summary": summary})
 
-    def cluster_members(self) -> dict:
+    # --- database: psql in the Patroni leader pod ----------------------------------------
+    def managed_database(self) -> str | None:
+        return None  # the pods are configured with it; the portal is not told
+
+    def leader_pod(self) -> str:
+        leader = self.cluster_state().leader
+        if not leader:
+            raise Unavailable(f"the Patroni cluster {self.patroni_name} has no leader")
+        return leader
+
+    def psql(self, sql_text: str, variables: dict[str, str] | None = None, *, database: str = "postgres",
+             timeout: float = 600) -> str:
+        """Run ``sql_text`` with psql in the leader pod (stdin, ON_ERROR_STOP,
+        unaligned tuples-only output, tab-separated) and return its output.
+        ``variables`` become ``-v name=value``: refer to them as ``:"name"``
+        (identifier) or ``:'name'`` (literal)."""
+        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-F", "\t", "-d", database]
+        for key, value in (variables or {}).items():
+            argv += ["-v", f"{key}={value}"]
+        argv += ["-f", "-"]
+        pod = self.leader_pod()
+        result = self.exec(pod, argv, stdin=[sql_text], timeout=timeout)
+        if result.returncode != 0:
+            error = next((line.split("ERROR:", 1)[1].strip() for line in result.stderr.splitlines()
+                          if "ERROR:" in line), None)
+            if error and "already exists" in error:
+                raise Invalid("a database of that name already exists")
+            if error and "does not exist" in error:
+                raise NotFound("no such database")
+            if error and "is being accessed by other users" in error:
+                raise Invalid(f"the database is in use: {error[:200]}")
+            raise OpsError(f"psql in pod {pod} failed (exit {result.returncode}): "
+                           f"{error or _last_line(result.stderr) or 'no output'}"[:400])
+        return result.stdout
+
+    def server_version(self) -> ServerVersion:
+        number, text = self.psql("SELECT current_setting('server_version_num'), current_setting('server_version');"
+                                 ).rstrip("\n").split("\t", 1)
+        return ServerVersion(int(number), text)
+
+    def create_database(self, name: str, *, owner: str | None = None) -> None:
+        if owner is None:
+            self.psql('CREATE DATABASE :"name";', {"name": database_name(name)})
+        else:
+            self.psql('CREATE DATABASE :"name" OWNER :"owner";', {"name": database_name(name),
+                                                                  "owner": database_name(owner)})
+
+    def rename_database(self, name: str, new_name: str) -> None:
+        self.psql('ALTER DATABASE :"name" RENAME TO :"new_name";', {"name": database_name(name),
+                                                                   "new_name": database_name(new_name)})
+
+    def drop_database(self, name: str, *, missing_ok: bool = False) -> None:
+        self.psql(f'DROP DATABASE {"IF EXISTS " if missing_ok else ""}:"name";', {"name": database_name(name)})
+
+    def block_connections(self, name: str) -> None:
+        self.psql('ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS false;', {"name": database_name(name)})
+
+    def allow_connections(self, name: str) -> None:
+        self.psql('ALTER DATABASE :"name" WITH ALLOW_CONNECTIONS true;', {"name": database_name(name)})
+
+    def end_sessions(self, name: str, timeout: float = 30, poll: float = 0.5) -> int:
+        others = "FROM pg_stat_activity WHERE datname = :'name' AND pid <> pg_backend_pid();"
+        variables = {"name": database_name(name)}
+        ended = int(self.psql(f"SELECT count(pg_terminate_backend(pid)) {others}", variables).strip())
+        self._wait(f"the end of the sessions on {name}",
+                   lambda: int(self.psql(f"SELECT count(*) {others}", variables).strip()) == 0,
+                   timeout=timeout, check=None, poll=poll)
+        return ended
+
+    def database_size(self, name: str) -> int:
+        out = self.psql("SELECT pg_database_size(datname) FROM pg_database WHERE datname = :'name';",
+                        {"name": database_name(name)}).strip()
+        if not out:
+            raise NotFound(f"no database {name}")
+        return int(out)
+
+    # --- migrations ----------------------------------------------------------------------
+    def migrations_location(self) -> str:
+        return f"pod ({self.migrations_selector}):{self.migrations_dir}"
+
+    def _migrations_pod(self) -> str:
+        pods = self.running_pods(self.migrations_selector)
+        if not pods:
+            raise SourceMissing(f"no running server pod matches {self.migrations_selector}")
+        return pods[-1]  # the newest: what the latest rollout runs
+
+    def _in_migrations_pod(self, pod: str, argv: list[str], **kwargs) -> ExecResult:
+        return self.exec(pod, argv, container=self.migrations_container, **kwargs)
+
+    def migration_files(self, timeout: float = 30) -> MigrationFiles:
+        """The server pod's migrations folder, listed by ``find`` in the newest
+        running server pod, so the list is what that image will apply."""
+        pod = self._migrations_pod()
+        result = self._in_migrations_pod(pod, sources.pod_list_argv(self.migrations_dir), timeout=timeout)
+        if result.returncode != 0:
+            detail = (result.stderr or "").strip().splitlines()
+            if any("No such file" in line or "Not a directory" in line for line in detail):
+                raise SourceMissing(f"migrations folder {self.migrations_dir} does not exist in pod {pod}")
+            raise SourceMissing(f"listing {self.migrations_dir} in pod {pod} failed (exit {result.returncode}): "
+                                f"{detail[0][:200] if detail else 'no output'}")
+        return MigrationFiles(sources.parse_pod_listing(result.stdout), f"pod {pod}:{self.migrations_dir}", pod)
+
+    def read_migration(self, filename: str, files: MigrationFiles | None = None, timeout: float = 30) -> str:
+        files = self.migration_files() if files is None else files
+        if filename not in files.names:
+            raise NotFound(f"no migration file {filename}")
+        pod = files.pod or self._migrations_pod()
+        result = self._in_migrations_pod(pod, sources.pod_read_argv(self.migrations_dir, filename), timeout=timeout)
+        if result.returncode != 0:
+            raise SourceMissing(f"reading {filename} in pod {pod} failed (exit {result.returncode})")
+        return result.stdout
+
+    def migrate_up(self, files: MigrationFiles | None = None, *, on_line=None, timeout: float = 1800,
+                   check=None) -> UpResult:
+        """``npm --prefix <parent of the migrations folder> run migrate up`` by
+        exec in the server pod the files were listed in."""
+        pod = (files.pod if files is not None else None) or self._migrations_pod()
+        argv = runner.pod_up_argv(posixpath.dirname(self.migrations_dir) or "/")
+        if on_line:
+            on_line("$ " + " ".join(argv) + f"   (in pod {pod})")
+        lines = LineSplitter(on_line, keep=True)
+        try:
+            result = self._in_migrations_pod(pod, argv, timeout=timeout, on_stdout=lines.feed, on_stderr=lines.feed,
+                                             check=check)
+        finally:
+            lines.close()
+        return UpResult(result.returncode, "\n".join(lines.lines))
+
+    # --- cluster -------------------------------------------------------------------------
+    def cluster_state(self) -> ClusterState:
         """Patroni members from the pods' ``status`` annotation and the leader
         from the leader ConfigMap's ``leader`` annotation."""
         core = self.core()
@@ -275,13 +443,116 @@ class OpenShiftDriver(PlatformDriver):
                     status = json.loads(raw)
                 except ValueError:
                     status = {}
-            members.append({
-                "name": pod.metadata.name,
-                "role": "leader" if pod.metadata.name == leader else (status.get("role") or "unknown"),
-                "state": status.get("state") or (pod.status.phase if pod.status else "unknown"),
-                "lag": None, "timeline": status.get("timeline"), "host": pod.status.pod_ip if pod.status else None,
-            })
-        return {"mode": "patroni", "leader": leader, "members": members}
+            members.append(ClusterMember(
+                name=pod.metadata.name,
+                role="leader" if pod.metadata.name == leader else (status.get("role") or "unknown"),
+                state=status.get("state") or (pod.status.phase if pod.status else "unknown"),
+                timeline=status.get("timeline"), host=pod.status.pod_ip if pod.status else None,
+            ))
+        return ClusterState("patroni", leader, members)
+
+    # --- workloads -----------------------------------------------------------------------
+    def scale(self, kind: str, name: str, replicas: int) -> ScaleResult:
+        """Read, then patch, the scale subresource of a Deployment, a
+        StatefulSet or a DeploymentConfig."""
+        if kind not in _SCALE_KINDS:
+            raise Invalid(f"cannot scale a {kind}: only {', '.join(_SCALE_KINDS)}")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= 100:
+            raise Invalid("replicas must be a whole number from 0 to 100")
+        body = {"spec": {"replicas": replicas}}
+        with _api_errors(f"OpenShift refused scaling {kind} {name}",
+                         f"scaling {kind} {name} failed: API answered {{status}}"), \
+                _not_found(f"no {kind} {name} in {self.namespace}"):
+            if kind == "DeploymentConfig":
+                custom = k8s.CustomObjectsApi(self.api_client)
+                args = ("apps.openshift.io", "v1", self.namespace, "deploymentconfigs", name)
+                before = custom.get_namespaced_custom_object_scale(*args, _request_timeout=10)
+                previous = int(((before or {}).get("spec") or {}).get("replicas") or 0)
+                custom.patch_namespaced_custom_object_scale(*args, body, _request_timeout=10)
+            else:
+                apps = k8s.AppsV1Api(self.api_client)
+                read, patch = ((apps.read_namespaced_deployment_scale, apps.patch_namespaced_deployment_scale)
+                               if kind == "Deployment" else
+                               (apps.read_namespaced_stateful_set_scale, apps.patch_namespaced_stateful_set_scale))
+                before = read(name, self.namespace, _request_timeout=10)
+                previous = int((before.spec.replicas if before.spec else 0) or 0)
+                patch(name, self.namespace, body, _request_timeout=10)
+        return ScaleResult(kind, name, previous, replicas)
+
+    def _pods(self, selector: str) -> list:
+        with _api_errors("OpenShift refused listing pods", "listing pods failed: API answered {status}"):
+            return self.core().list_namespaced_pod(self.namespace, label_selector=selector, _request_timeout=10).items
+
+    def _wait(self, what: str, done, *, timeout: float, check, poll: float):
+        """Poll ``done()`` until it returns a true value; Timeout past ``timeout``."""
+        give_up = time.monotonic() + timeout
+        while True:
+            result = done()
+            if result:
+                return result
+            if check:
+                check()
+            if time.monotonic() > give_up:
+                raise Timeout(f"{what} did not happen within {timeout:g}s")
+            time.sleep(poll)
+
+    def wait_pods_gone(self, selector: str, *, timeout: float = 600, check=None, poll: float = 1.0) -> None:
+        self._wait(f"pods {selector} gone", lambda: not self._pods(selector), timeout=timeout, check=check,
+                   poll=poll)
+
+    def wait_pods_ready(self, selector: str, count: int, *, timeout: float = 600, check=None,
+                        poll: float = 1.0) -> list[str]:
+        def ready():
+            names = sorted(p.metadata.name for p in self._pods(selector) if _pod_ready(p))
+            return names if len(names) >= count else None
+
+        return self._wait(f"{count} ready pod(s) {selector}", ready, timeout=timeout, check=check, poll=poll)
+
+    def suspend_cronjobs(self, names: Iterable[str] | None = None) -> list[CronJobState]:
+        states = []
+        batch = k8s.BatchV1Api(self.api_client)
+        for name in (self.cronjobs if names is None else tuple(names)):
+            with _api_errors(f"OpenShift refused suspending CronJob {name}",
+                             f"suspending CronJob {name} failed: API answered {{status}}"), \
+                    _not_found(f"no CronJob {name} in {self.namespace}"):
+                job = batch.read_namespaced_cron_job(name, self.namespace, _request_timeout=10)
+                was = bool(job.spec and job.spec.suspend)
+                if not was:
+                    batch.patch_namespaced_cron_job(name, self.namespace, {"spec": {"suspend": True}},
+                                                    _request_timeout=10)
+            states.append(CronJobState(name, was))
+        return states
+
+    def resume_cronjobs(self, states: Iterable[CronJobState]) -> None:
+        batch = k8s.BatchV1Api(self.api_client)
+        for state in states:
+            if state.was_suspended:
+                continue  # it was suspended before; leave it so
+            with _api_errors(f"OpenShift refused resuming CronJob {state.name}",
+                             f"resuming CronJob {state.name} failed: API answered {{status}}"), \
+                    _not_found(f"no CronJob {state.name} in {self.namespace}"):
+                batch.patch_namespaced_cron_job(state.name, self.namespace, {"spec": {"suspend": False}},
+                                                _request_timeout=10)
+
+
+_SCALE_KINDS = ("Deployment", "StatefulSet", "DeploymentConfig")
+
+
+@contextmanager
+def _not_found(message: str):
+    """An API 404 inside the block is NotFound(message) (inside _api_errors)."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status == 404:
+            raise NotFound(message) from None
+        raise
+
+
+def _pod_ready(pod) -> bool:
+    if not pod.status or pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
 
 _VERIFY_FAIL = re.compile(r"\b(fail(ed|ure)?|error)\b", re.IGNORECASE)
@@ -291,27 +562,6 @@ _VERIFY_PASS = re.compile(r"\b(pass(ed)?|verified|succeeded|successful(ly)?)\b",
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
-
-
-class _LineLog:
-    """Turns streamed chunks into whole lines for a job log."""
-
-    def __init__(self, log):
-        self.log = log
-        self.buffer = ""
-
-    def feed(self, chunk: str) -> None:
-        if not self.log:
-            return
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split("\n")
-        for line in lines:
-            self.log(line.rstrip("\r"))
-
-    def close(self) -> None:
-        if self.log and self.buffer:
-            self.log(self.buffer)
-        self.buffer = ""
 
 
 def _in_cluster_token() -> str | None:
