@@ -173,8 +173,7 @@ class RestoreRequest(models.Model):
     def cancel(self, *, request, comment: str = "") -> None:
         """The requester or an admin withdraws the request before its job
         starts (a queued job is cancelled with it)."""
-        from hcapadmin.jobs.models import QUEUED
-        from hcapadmin.jobs.services import cancel as cancel_job
+        from hcapadmin.jobs.models import CANCELLED as JOB_CANCELLED, QUEUED, Job
 
         who = request.principal
         if who.name != self.requested_by and not who.has_perm("operate"):
@@ -185,12 +184,16 @@ class RestoreRequest(models.Model):
             if row.status not in (PENDING, APPROVED):
                 raise Conflict(f"This request is {row.status}; only a pending or approved request that has not "
                                "started can be cancelled.")
-            if row.job_id is not None:
-                if row.job.status != QUEUED:
-                    raise Conflict(f"Its job #{row.job_id} is already {row.job.status}; it can no longer be "
-                                   "cancelled here.")
-                cancel_job(row.job, request=request)
             now = timezone.now()
+            if row.job_id is not None:
+                # The job is not cancellable once running; while still queued it
+                # is withdrawn here (a worker skips a row that is not queued).
+                if not Job.objects.filter(pk=row.job_id, status=QUEUED).update(
+                        status=JOB_CANCELLED, finished_at=now, cancel_requested=True, cancelled_by=who.name,
+                        error="Cancelled with its restore request before it started."):
+                    raise Conflict(f"Its job #{row.job_id} has already started; it can no longer be cancelled.")
+                record("job.cancelled", request=request, target=row.job.target,
+                       details={"job": row.job_id, "kind": row.job.kind})
             if not self._move((PENDING, APPROVED), CANCELLED, "restore.cancelled", request=request,
                               details={"comment": comment[:500]}, finished_at=now, ended_by=who.name):
                 raise Conflict("This request can no longer be cancelled.")
