@@ -341,3 +341,26 @@ def test_finish_keeps_the_pre_restore_name_and_rate_of_a_success(client, demo_us
     assert req.previous_database == "" and req.measured_mbps == 12.5  # another database's name is ignored
     assert not req.finish("failed")  # already ended: no second change, no second event
     assert events("restore.finished", pk).count() == 1
+
+
+@pytest.mark.parametrize("request_status,job_status,expected", [
+    ("approved", "failed", "failed"),          # never enqueued (Redis died at commit): nothing ran
+    ("approved", "abandoned", "failed"),       # the worker died before the restore started
+    ("running", "abandoned", "needs_attention"),  # the worker died part way: a person must look
+])
+def test_a_job_that_ended_without_the_request_hearing_of_it(client, demo_users, request_status, job_status,
+                                                            expected):
+    from hcapadmin.jobs.models import params_key
+
+    job = Job.objects.create(kind="restore.run", params={"request": 0}, target="hcap", status=job_status,
+                             params_key=params_key("restore.run", {"x": request_status + job_status}, "hcap"),
+                             requested_by="approver", error="worker gone")
+    req = RestoreRequest.objects.create(
+        backup_name="hcap-patroni-hcap_2026-01-01_00-00-00.sql.gz", backup_database="hcap",
+        backup_created_at=timezone.now(), backup_size=10, backup_sha256="0" * 64, target="hcap", mode="online",
+        reason="r", requested_by="admin", status=request_status, job=job, expires_at=timezone.now())
+    data = as_user(client, "viewer", "viewer").get(f"/api/v1/restores/{req.pk}").json()
+    assert data["status"] == expected
+    assert events("restore.finished", req.pk).count() == 1
+    client.get(f"/api/v1/restores/{req.pk}")
+    assert events("restore.finished", req.pk).count() == 1

@@ -180,10 +180,10 @@ def restore_rate() -> tuple[float, str]:
     return float(settings.RESTORE_DEFAULT_MBPS), "default (HCAPADMIN_RESTORE_DEFAULT_MBPS); no restore measured yet"
 
 
-def estimate(size_bytes: int, mode: str) -> dict:
+def estimate(size_bytes: int, mode: str, rate: tuple[float, str] | None = None) -> dict:
     """Time and downtime estimates in seconds.  Loading and the safety backup
     each move about the backup's size at the rate; the rest is fixed."""
-    rate, source = restore_rate()
+    rate, source = rate or restore_rate()
     transfer = (size_bytes / 1e6) / rate
     total = 2 * transfer + FIXED_SECONDS
     downtime = total if mode == "offline" else CUTOVER_SECONDS
@@ -325,7 +325,7 @@ def steps_with_status(req: RestoreRequest) -> list[dict]:
     return extra + out
 
 
-def as_api(req: RestoreRequest) -> dict:
+def as_api(req: RestoreRequest, rate: tuple[float, str] | None = None) -> dict:
     job = req.job if req.job_id else None
     return {
         "id": req.pk,
@@ -346,7 +346,7 @@ def as_api(req: RestoreRequest) -> dict:
                        "at": d.created_at.isoformat()} for d in req.decisions.all()],
         "job": req.job_id,
         "steps": steps_with_status(req),
-        "estimate": estimate(req.backup_size, req.mode),
+        "estimate": estimate(req.backup_size, req.mode, rate),
         "report": job.result if job is not None and job.result else None,
         "error": (job.error or None) if job is not None else None,
         "previous_database": req.previous_database or None,

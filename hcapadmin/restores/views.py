@@ -310,7 +310,8 @@ def api_restores(request):
             return json_error(f"unknown status; one of {', '.join(STATUSES)}", 400)
         rows = rows.filter(status=status)
     page = Paginator(rows, API_PAGE_SIZE).get_page(request.GET.get("page"))
-    return JsonResponse({"items": [services.as_api(r) for r in page], "page": page.number,
+    rate = services.restore_rate()
+    return JsonResponse({"items": [services.as_api(r, rate) for r in page], "page": page.number,
                          "pages": page.paginator.num_pages, "count": page.paginator.count})
 
 
