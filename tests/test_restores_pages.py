@@ -106,6 +106,8 @@ def test_sign_off_forms_need_the_typed_target_and_show_the_job(client, demo_user
     page = c.get(f"/restores/{pk}/").content.decode()
     assert 'data-testid="job-live"' in page and f'hx-get="/jobs/{req.job_id}/live/"' in page
     assert "Approve restore" not in page
+    assert "Cancel request" in as_user(client, "admin", "admin").get(f"/restores/{pk}/").content.decode()
+    assert f'action="/jobs/{req.job_id}/cancel/"' not in page  # restore jobs are withdrawn with their request
 
 
 def test_reject_and_cancel_pages(client, demo_users):

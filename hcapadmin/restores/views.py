@@ -138,7 +138,7 @@ def _detail_context(request, req: RestoreRequest) -> dict:
         "may_decide": (req.status == PENDING and principal.has_perm("approve")
                        and principal.name != req.requested_by and principal.name not in decided),
         "own_request": principal.name == req.requested_by,
-        "may_cancel": (req.status in (PENDING, APPROVED) and (req.job_id is None or req.job.status == "queued")
+        "may_cancel_request": (req.status in (PENDING, APPROVED) and (req.job_id is None or req.job.status == "queued")
                        and (principal.name == req.requested_by or principal.has_perm("operate"))),
         "may_discard": (req.status == SUCCEEDED and req.previous_database and not req.previous_discarded
                         and principal.has_perm("operate")),
