@@ -364,3 +364,13 @@ def test_a_job_that_ended_without_the_request_hearing_of_it(client, demo_users, 
     assert events("restore.finished", req.pk).count() == 1
     client.get(f"/api/v1/restores/{req.pk}")
     assert events("restore.finished", req.pk).count() == 1
+
+
+def test_a_backup_that_cannot_be_hashed_here_is_a_clear_503(client, demo_users, backup_dir, monkeypatch):
+    name, _ = put(backup_dir)
+    monkeypatch.setattr(services, "_driver_name", lambda: "openshift")  # where pin_backup has no local file
+    response = create(as_user(client, "admin", "admin"), name)
+    assert response.status_code == 503 and "SHA-256" in response.json()["error"]
+    page = client.post("/restores/new/", {"backup": name, "target": "hcap", "mode": "online", "reason": "r"})
+    assert page.status_code == 503
+    assert not RestoreRequest.objects.exists() and not events("restore.requested").exists()
