@@ -374,3 +374,42 @@ def test_a_backup_that_cannot_be_hashed_here_is_a_clear_503(client, demo_users, 
     page = client.post("/restores/new/", {"backup": name, "target": "hcap", "mode": "online", "reason": "r"})
     assert page.status_code == 503
     assert not RestoreRequest.objects.exists() and not events("restore.requested").exists()
+
+
+ENDPOINTS = {  # action -> (roles allowed, valid body)
+    "create": ({"admin"}, None),
+    "approve": ({"approver"}, {"comment": "ok"}),
+    "reject": ({"approver"}, {"comment": "no"}),
+    "cancel": ({"admin"}, {"comment": "not needed"}),
+    "discard-previous": ({"admin"}, {"confirm": "hcap_pre_restore_20260101000000"}),
+}
+
+
+@pytest.mark.parametrize("action", sorted(ENDPOINTS))
+@pytest.mark.parametrize("role", ["anonymous", "viewer", "admin", "approver", "auditor"])
+def test_each_endpoint_with_a_valid_body_refuses_other_roles_and_writes_nothing(client, demo_users, backup_dir,
+                                                                                 role, action):
+    allowed, body = ENDPOINTS[action]
+    name, _ = put(backup_dir)
+    status = "succeeded" if action == "discard-previous" else "pending"
+    req = RestoreRequest.objects.create(
+        backup_name=name, backup_database="hcap", backup_created_at=timezone.now(), backup_size=10,
+        backup_sha256="0" * 64, target="hcap", mode="online", reason="r", requested_by="someone-else",
+        status=status, previous_database="hcap_pre_restore_20260101000000", expires_at=timezone.now() + timedelta(hours=1))
+    if role != "anonymous":
+        as_user(client, role, role)
+    if action == "create":
+        url, body = "/api/v1/restores", {"backup": name, "target": "hcap", "mode": "online", "reason": "r"}
+    else:
+        url = f"/api/v1/restores/{req.pk}/{action}"
+    before = (RestoreRequest.objects.count(), Job.objects.count(), list(RestoreRequest.objects.values("status")),
+              AuditEvent.objects.filter(action__startswith="restore.").count())
+    response = post_json(client, url, body)
+    if role in allowed:
+        assert response.status_code in (200, 201, 202), response.content
+        return
+    assert response.status_code == (401 if role == "anonymous" else 403), response.content
+    assert "error" in response.json()
+    assert before == (RestoreRequest.objects.count(), Job.objects.count(),
+                      list(RestoreRequest.objects.values("status")),
+                      AuditEvent.objects.filter(action__startswith="restore.").count())
