@@ -82,9 +82,6 @@ class RestoreRequest(models.Model):
     def is_due_to_expire(self) -> bool:
         return self.status == PENDING and self.expires_at <= timezone.now()
 
-    def approvals_given(self) -> list:
-        return [d for d in self.decisions.all() if d.decision == "approve"]
-
     def details(self, **extra) -> dict:
         return {"request": self.pk, "backup": self.backup_name, "target": self.target, "mode": self.mode, **extra}
 
@@ -141,9 +138,9 @@ class RestoreRequest(models.Model):
             job = None
             if given >= row.approvals_required:
                 now = timezone.now()
-                moved = RestoreRequest.objects.filter(pk=row.pk, status=PENDING).update(status=APPROVED,
-                                                                                       decided_at=now)
-                assert moved == 1  # the row is locked and was pending
+                if not RestoreRequest.objects.filter(pk=row.pk, status=PENDING).update(status=APPROVED,
+                                                                                      decided_at=now):
+                    raise Conflict("This request is no longer pending.")  # cannot happen under the row lock
                 job, _created = submit("restore.run", {"request": row.pk}, request=request, target=default_target())
                 RestoreRequest.objects.filter(pk=row.pk).update(job=job)
                 record("restore.approved", request=request, target=row.target,
