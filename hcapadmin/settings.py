@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "hcapadmin.jobs",
     "hcapadmin.backups",
     "hcapadmin.logbrowser",
+    "hcapadmin.restores",
     "migrations_ui",
 ]
 
@@ -217,6 +218,14 @@ SESSION_COOKIE_SAMESITE = "Lax"
 # --- Jobs and backups (issue 4) ----------------------------------------------------
 BACKUP_STALE_HOURS = env.integer("HCAPADMIN_BACKUP_STALE_HOURS", 26, minimum=1)
 BACKUP_SHRINK_PERCENT = env.integer("HCAPADMIN_BACKUP_SHRINK_PERCENT", 50, minimum=1, maximum=100)
+
+# --- Restore requests -----------------------------------------------------------------
+# Distinct approvers (never the requester) a restore request needs before it runs.
+RESTORE_APPROVALS = env.integer("HCAPADMIN_RESTORE_APPROVALS", 1, minimum=1, maximum=10)
+# A pending request not fully approved within this many hours expires.
+RESTORE_EXPIRY_HOURS = env.integer("HCAPADMIN_RESTORE_EXPIRY_HOURS", 24, minimum=1, maximum=24 * 30)
+# Restore rate (MB of compressed backup per second) assumed until a restore has been measured.
+RESTORE_DEFAULT_MBPS = env.integer("HCAPADMIN_RESTORE_DEFAULT_MBPS", 20, minimum=1, maximum=10_000)
 
 # --- Log browser (issue 5) -----------------------------------------------------------
 # The sandbox runs FerretDB 1.24, which reads the whole collection for every sorted or

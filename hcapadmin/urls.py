@@ -10,6 +10,7 @@ urlpatterns = [
     path("", include("hcapadmin.jobs.urls")),
     path("", include("hcapadmin.backups.urls")),
     path("", include("hcapadmin.logbrowser.urls")),
+    path("", include("hcapadmin.restores.urls")),
     path("", include("migrations_ui.urls")),
 ]
 

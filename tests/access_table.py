@@ -55,7 +55,6 @@ ACCESS: dict[str, Entry] = {
     "healthz": Entry("GET", "/healthz", everyone(200)),
     "readyz": Entry("GET", "/readyz", everyone(200)),
     "dashboard": Entry("GET", "/", page(*ALL)),
-    "restores": Entry("GET", "/restores/", page(*ALL)),
     # --- accounts and audit (issue 3) ---
     "login": Entry("GET", "/login/", everyone(200)),
     "logout": Entry("POST", "/logout/", everyone(302)),
@@ -96,7 +95,49 @@ ACCESS: dict[str, Entry] = {
     # no "confirm" field: 400 proves the permission check passed, nothing is queued
     "migrations_apply": Entry("POST", "/migrations/apply/", page("admin", ok=400), data={}),
     "api_migrations": Entry("GET", "/api/v1/migrations", api(*ALL)),
+    # --- restore requests ---
+    "restores": Entry("GET", "/restores/", page(*ALL)),
+    # a path instead of a catalog name: 400
+    "restore_new": Entry("GET", "/restores/new/?backup=../../etc/passwd", page("admin", ok=400)),
+    "restore_detail": Entry("GET", "/restores/{id}/", page(*ALL), setup=lambda: {"id": _restore_request()}),
+    # no typed confirmation / no comment / no confirm: 400 proves the permission check passed, nothing changes
+    "restore_approve": Entry("POST", "/restores/{id}/approve/", page("approver", ok=400), data={},
+                             setup=lambda: {"id": _restore_request()}),
+    "restore_reject": Entry("POST", "/restores/{id}/reject/", page("approver", ok=400), data={},
+                            setup=lambda: {"id": _restore_request()}),
+    "restore_cancel": Entry("POST", "/restores/{id}/cancel/", page("admin", ok=400), data={},
+                            setup=lambda: {"id": _restore_request()}),
+    "restore_discard": Entry("POST", "/restores/{id}/discard-previous/", page("admin", ok=400), data={},
+                             setup=lambda: {"id": _restore_request()}),
+    "api_restores": Entry("GET", "/api/v1/restores", api(*ALL)),
+    # POST on the same URL needs "operate"; an unknown field -> 400, nothing is written
+    "api_restores_create": Entry("POST", "/api/v1/restores", api("admin", ok=400), data={"bogus": 1}, json=True),
+    "api_restore": Entry("GET", "/api/v1/restores/{id}", api(*ALL), setup=lambda: {"id": _restore_request()}),
+    "api_restore_approve": Entry("POST", "/api/v1/restores/{id}/approve", api("approver", ok=400),
+                                 data={"comment": 5}, json=True, setup=lambda: {"id": _restore_request()}),
+    "api_restore_reject": Entry("POST", "/api/v1/restores/{id}/reject", api("approver", ok=400), data={},
+                                json=True, setup=lambda: {"id": _restore_request()}),
+    # the requester (someone else here) or an admin
+    "api_restore_cancel": Entry("POST", "/api/v1/restores/{id}/cancel", api("admin", ok=400), data={"comment": 5},
+                                json=True, setup=lambda: {"id": _restore_request()}),
+    "api_restore_discard": Entry("POST", "/api/v1/restores/{id}/discard-previous", api("admin", ok=400),
+                                 data={"confirm": 5}, json=True, setup=lambda: {"id": _restore_request()}),
 }
+
+
+def _restore_request() -> int:
+    """A pending restore request by someone who is none of the test roles."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from hcapadmin.restores.models import RestoreRequest
+
+    now = timezone.now()
+    return RestoreRequest.objects.create(
+        backup_name="hcap-patroni-hcap_2026-01-01_00-00-00.sql.gz", backup_database="hcap", backup_created_at=now,
+        backup_size=10, backup_sha256="0" * 64, backup_verified=True, target="hcap", mode="online",
+        reason="access check", requested_by="someone-else", expires_at=now + timedelta(hours=1)).pk
 
 
 def _migration_file() -> dict:

@@ -6,5 +6,4 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("", views.dashboard, name="dashboard"),
-    path("restores/", views.restores, name="restores"),
 ]

@@ -30,6 +30,7 @@ def dashboard(request):
     from hcapadmin.core.platform import get_driver
     from hcapadmin.jobs.models import ACTIVE, Job
     from hcapadmin.jobs.services import sweep
+    from hcapadmin.restores.services import dashboard_context as restores_dashboard
     from ops.errors import OpsError
 
     context = {"title": "Dashboard", "stale_hours": settings.BACKUP_STALE_HOURS}
@@ -50,14 +51,10 @@ def dashboard(request):
         context["cluster"] = get_driver().cluster_state()
     except OpsError as exc:
         context["cluster_error"] = str(exc)
+    context.update(restores_dashboard(request.principal))
     if request.principal.has_perm("operate"):  # admins: the readiness details /readyz does not show
         context["health"] = readiness()
     return render(request, "core/dashboard.html", context)
-
-
-@permission_required("view")
-def restores(request):
-    return render(request, "core/restores.html", {"title": "Restores"})
 
 
 def _wants_json(request) -> bool:

@@ -1,0 +1,355 @@
+"""What a restore request shows and checks: its plan, the pinned backup,
+estimates, creation, expiry sweep and the dashboard's "waiting for your
+approval".
+
+Integration points the runbook side uses:
+
+* ``plan_for(req)``: the ordered steps (names and titles) the request page
+  and the API show; point it at the runbook's declaration once it exists.
+* ``pin_backup(entry)``: size and SHA-256 of a catalog entry, taken when the
+  request is made.  Local files only for now; route it to the driver (a
+  ``sha256sum`` exec in the backup pod) for OpenShift.
+* ``check_pinned(req)``: refuses (``PinMismatch``) when the file changed or
+  is gone; the restore job calls it before doing anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from hcapadmin.audit.models import record
+from hcapadmin.restores.models import (
+    APPROVED, FAILED, NEEDS_ATTENTION, PENDING, RUNNING, SUCCEEDED, Conflict, RestoreRequest, expiry_for)
+from ops.errors import Invalid, NotFound, OpsError, Unavailable
+
+# The runbook's accepted target names: backup-container's database-name shape,
+# short enough that ``<db>_pre_restore_<14 digits>`` fits 63 bytes.
+TARGET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,35}")
+REFUSED_TARGETS = ("postgres", "template0", "template1")
+REASON_MAX = 2000
+TICKET_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._#:/-]{0,99}")
+COMMENT_MAX = 2000
+# Seconds added to every estimate for the steps whose duration does not grow
+# with the backup: preflight checks, session ending, renames, report.
+FIXED_SECONDS = 60
+CUTOVER_SECONDS = 30
+RATE_SAMPLES = 5
+HASH_CHUNK = 1 << 20
+
+
+class PinMismatch(OpsError):
+    """The backup file is not the one that was approved."""
+
+
+# --- validation ----------------------------------------------------------------------
+def validate_target(name) -> str:
+    if not isinstance(name, str) or not TARGET_RE.fullmatch(name):
+        raise Invalid("target: a database name of letters, digits and underscores, starting with a letter or "
+                      "underscore, at most 36 characters")
+    if name in REFUSED_TARGETS:
+        raise Invalid(f"target: {name} cannot be restored over")
+    own = settings.DATABASES["default"].get("NAME")
+    if name == own:
+        raise Invalid("target: that is the portal's own database")
+    return name
+
+
+def validate_text(value, field: str, *, required: bool, limit: int) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise Invalid(f"{field}: must be text")
+    value = value.strip()
+    if "\x00" in value:
+        raise Invalid(f"{field}: must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid(f"{field}: not valid Unicode text") from None
+    if required and not value:
+        raise Invalid(f"{field}: required")
+    if len(value) > limit:
+        raise Invalid(f"{field}: at most {limit} characters")
+    return value
+
+
+def validate_ticket(value) -> str:
+    value = validate_text(value, "ticket", required=False, limit=100)
+    if value and not TICKET_RE.fullmatch(value):
+        raise Invalid("ticket: letters, digits and . _ # : / - only (e.g. HCAP-1234)")
+    return value
+
+
+# --- the pinned backup -----------------------------------------------------------------
+def _driver_name() -> str:
+    return settings.PLATFORM
+
+
+def pin_backup(entry) -> dict:
+    """{"size": bytes, "sha256": hex} of a catalog entry, read now.  Raises
+    NotFound when the file is gone, Unavailable when it cannot be read here
+    (OpenShift: no local path; the lead routes this to a ``sha256sum`` exec)."""
+    if _driver_name() != "local":
+        raise Unavailable("The SHA-256 of a backup on this platform cannot be taken by the portal yet, so a "
+                          "restore request cannot pin it. Use the local platform or wait for pod checksums.")
+    path = Path(entry.path)
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        raise NotFound(f"the backup file {entry.name} is no longer there") from None
+    except OSError as exc:
+        raise Unavailable(f"the backup file {entry.name} cannot be read: {exc.strerror or exc}") from None
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def check_pinned(req: RestoreRequest) -> dict:
+    """The backup file as it is now must be the one that was approved (same
+    name in the catalog, same size, same SHA-256); raises PinMismatch."""
+    from hcapadmin.backups import services as backups
+
+    try:
+        item = backups.find(req.backup_name)
+    except (NotFound, Invalid):
+        raise PinMismatch(f"The approved backup {req.backup_name} is no longer in the catalog; nothing was "
+                          "changed.") from None
+    if item.entry.size_bytes != req.backup_size:
+        raise PinMismatch(f"The backup {req.backup_name} changed since it was approved (size "
+                          f"{item.entry.size_bytes} bytes, approved {req.backup_size}); nothing was changed.")
+    try:
+        now = pin_backup(item.entry)
+    except NotFound:
+        raise PinMismatch(f"The approved backup {req.backup_name} is gone; nothing was changed.") from None
+    if now["size"] != req.backup_size or now["sha256"] != req.backup_sha256:
+        raise PinMismatch(f"The backup {req.backup_name} changed since it was approved (its SHA-256 or size "
+                          "differs); nothing was changed.")
+    return now
+
+
+# --- plan and estimates --------------------------------------------------------------------
+def plan_for(req: RestoreRequest) -> list[dict]:
+    """The steps of the restore, in order: [{"name", "title", "detail"}].
+    (To be pointed at the runbook's declaration.)"""
+    db = req.target
+    offline = req.mode == "offline"
+    return [
+        {"name": "preflight", "title": "Preflight",
+         "detail": f"Check that the backup file is the approved one (size and SHA-256), that {db} exists and "
+                   "that there is room."},
+        {"name": "safety_backup", "title": "Safety backup",
+         "detail": f"Take a fresh backup of {db} as it is now."
+                   + (f" Offline mode: from this step on, clients cannot connect to {db}." if offline else "")},
+        {"name": "load_staging", "title": f"Load into staging {db}_restore_<ts>",
+         "detail": f"Create {db}_restore_<ts> beside the live database and load the backup into it."},
+        {"name": "check_staging", "title": "Check staging",
+         "detail": "Compare every table's row count with the backup; copy the owner, privileges and settings."},
+        {"name": "cut_over", "title": "Cut over",
+         "detail": f"Block connections to {db}, end its sessions, rename {db} to {db}_pre_restore_<ts>, rename "
+                   f"{db}_restore_<ts> to {db}, allow connections."},
+        {"name": "report", "title": "Report",
+         "detail": "Record the downtime, step durations and row counts."},
+    ]
+
+
+def mode_statement(mode: str) -> str:
+    if mode == "offline":
+        return ("Offline: clients are blocked from the safety backup on (step 2) until the cut-over ends, so no "
+                "write is lost; the service is down for the whole restore.")
+    return ("Online: the service keeps running until the cut-over. Writes made during steps 2-4 (safety backup, "
+            "load, check) go to the current database and stay in the pre-restore database after the cut-over; "
+            "they are not in the restored one.")
+
+
+def restore_rate() -> tuple[float, str]:
+    """(MB/s, where it comes from): the mean of the last measured restores,
+    else HCAPADMIN_RESTORE_DEFAULT_MBPS."""
+    rates = list(RestoreRequest.objects.filter(status=SUCCEEDED, measured_mbps__gt=0)
+                 .order_by("-finished_at").values_list("measured_mbps", flat=True)[:RATE_SAMPLES])
+    if rates:
+        return sum(rates) / len(rates), f"measured on the last {len(rates)} restore{'s' if len(rates) > 1 else ''}"
+    return float(settings.RESTORE_DEFAULT_MBPS), "default (HCAPADMIN_RESTORE_DEFAULT_MBPS); no restore measured yet"
+
+
+def estimate(size_bytes: int, mode: str, rate: tuple[float, str] | None = None) -> dict:
+    """Time and downtime estimates in seconds.  Loading and the safety backup
+    each move about the backup's size at the rate; the rest is fixed."""
+    rate, source = rate or restore_rate()
+    transfer = (size_bytes / 1e6) / rate
+    total = 2 * transfer + FIXED_SECONDS
+    downtime = total if mode == "offline" else CUTOVER_SECONDS
+    return {"rate_mbps": round(rate, 2), "rate_source": source, "total_seconds": round(total),
+            "downtime_seconds": round(downtime)}
+
+
+def target_state(name: str) -> dict:
+    """{"exists": True|False|None, "size_bytes": int|None} from the platform
+    driver when it offers it; None means unknown."""
+    from hcapadmin.core.platform import get_driver
+
+    state = {"exists": None, "size_bytes": None}
+    try:
+        driver = get_driver()
+    except Exception:  # misconfigured platform: shown as unknown
+        return state
+    size_of = getattr(driver, "database_size", None)
+    if callable(size_of):
+        try:
+            size = size_of(name)
+        except OpsError:
+            return state
+        state["exists"] = size is not None
+        state["size_bytes"] = size
+    return state
+
+
+# --- creating ------------------------------------------------------------------------------
+def create_request(*, request, backup: str, target: str, mode: str, reason: str, ticket: str = "",
+                   acknowledge_unverified: bool = False) -> RestoreRequest:
+    """Validate, pin the backup and write the request with its audit event.
+    Raises Invalid (400), NotFound (404), Unavailable (503); PinMismatch never."""
+    from hcapadmin.backups import services as backups
+
+    if mode not in ("online", "offline"):
+        raise Invalid("mode: online or offline")
+    target = validate_target(target)
+    reason = validate_text(reason, "reason", required=True, limit=REASON_MAX)
+    ticket = validate_ticket(ticket)
+    if not isinstance(acknowledge_unverified, bool):
+        raise Invalid("acknowledge_unverified: true or false")
+    item = backups.find(backup)
+    verified = None if item.verification is None else bool(item.verification.ok)
+    if verified is not True and not acknowledge_unverified:
+        what = "has never been verified" if verified is None else "failed its last verification"
+        raise Invalid(f"This backup {what}: acknowledge that explicitly (acknowledge_unverified) to request "
+                      "its restore.")
+    try:
+        pinned = pin_backup(item.entry)
+    except NotFound as exc:
+        raise Conflict(f"The backup changed while the request was being made ({exc}); try again.") from None
+    principal = request.principal
+    now = timezone.now()
+    with transaction.atomic():
+        req = RestoreRequest.objects.create(
+            backup_name=item.entry.name, backup_database=item.entry.database,
+            backup_created_at=item.entry.created_at, backup_size=pinned["size"], backup_sha256=pinned["sha256"],
+            backup_verified=verified, acknowledge_unverified=bool(acknowledge_unverified and verified is not True),
+            target=target, mode=mode, reason=reason, ticket=ticket, requested_by=principal.name,
+            requested_groups=list(principal.groups), approvals_required=int(settings.RESTORE_APPROVALS),
+            created_at=now, expires_at=expiry_for(now),
+        )
+        record("restore.requested", request=request, target=target, details=req.details(
+            sha256=req.backup_sha256, size=req.backup_size, reason=reason[:500], ticket=ticket,
+            verified=verified, acknowledge_unverified=req.acknowledge_unverified,
+            approvals_required=req.approvals_required, expires_at=req.expires_at.isoformat()))
+    return req
+
+
+# --- expiry and job state ------------------------------------------------------------------
+def expire_due(now=None) -> list[int]:
+    """The sweep: expire every pending request past its deadline (each audited once)."""
+    now = now or timezone.now()
+    expired = []
+    for req in RestoreRequest.objects.filter(status=PENDING, expires_at__lte=now):
+        if req.expire(now):
+            expired.append(req.pk)
+    return expired
+
+
+def refresh(req: RestoreRequest) -> RestoreRequest:
+    """Lazy upkeep on read: expiry, and a job that ended without the request
+    hearing of it (never enqueued, abandoned by a dead worker)."""
+    from hcapadmin.jobs.models import ABANDONED, CANCELLED, FAILED as JOB_FAILED
+
+    req.expire_if_due()
+    if req.status in (APPROVED, RUNNING) and req.job_id is not None:
+        job = req.job
+        if job.status in (JOB_FAILED, CANCELLED, ABANDONED):
+            # Before the start nothing was changed; once running, the job
+            # would have ended the request itself, so the databases may be
+            # half way and a person must look.
+            req.finish(FAILED if req.status == APPROVED else NEEDS_ATTENTION,
+                       error=job.error or f"job #{job.pk} {job.status}")
+    return req
+
+
+def waiting_for(principal) -> list[RestoreRequest]:
+    """Pending requests this principal may sign off (not their own, not yet
+    approved by them), oldest first; empty for non-approvers."""
+    if principal is None or not principal.has_perm("approve"):
+        return []
+    expire_due()
+    return list(RestoreRequest.objects.filter(status=PENDING).exclude(requested_by=principal.name)
+                .exclude(decisions__approver=principal.name).order_by("created_at", "id")[:20])
+
+
+def dashboard_context(principal) -> dict:
+    """What templates/restores/_dashboard.html needs (one call from the dashboard)."""
+    try:
+        return {"restores_waiting": waiting_for(principal), "restores_may_approve": bool(
+            principal and principal.has_perm("approve"))}
+    except Exception:  # the dashboard renders even if this part fails
+        return {"restores_waiting": [], "restores_may_approve": False}
+
+
+# --- API shape -------------------------------------------------------------------------------
+def steps_with_status(req: RestoreRequest) -> list[dict]:
+    """The plan's steps with the job's status for each (matched by step name
+    or title), after any job steps outside the plan."""
+    plan = plan_for(req)
+    job_steps = list(req.job.steps or []) if req.job_id else []
+    used = set()
+    out = []
+    for step in plan:
+        status = "pending"
+        started = finished = None
+        for i, js in enumerate(job_steps):
+            if i not in used and js.get("name") in (step["name"], step["title"]):
+                used.add(i)
+                status, started, finished = js.get("outcome", "running"), js.get("started_at"), js.get("finished_at")
+                break
+        out.append({**step, "status": status, "started_at": started, "finished_at": finished})
+    # Job steps outside the plan (the pinned-backup check) come first.
+    extra = [{"name": js.get("name"), "title": js.get("name"), "detail": "", "status": js.get("outcome"),
+              "started_at": js.get("started_at"), "finished_at": js.get("finished_at")}
+             for i, js in enumerate(job_steps) if i not in used]
+    return extra + out
+
+
+def as_api(req: RestoreRequest, rate: tuple[float, str] | None = None) -> dict:
+    job = req.job if req.job_id else None
+    return {
+        "id": req.pk,
+        "status": req.status,
+        "backup": {"name": req.backup_name, "database": req.backup_database,
+                   "created_at": req.backup_created_at.isoformat(), "size_bytes": req.backup_size,
+                   "sha256": req.backup_sha256, "verified": req.backup_verified},
+        "acknowledge_unverified": req.acknowledge_unverified,
+        "target": req.target,
+        "mode": req.mode,
+        "reason": req.reason,
+        "ticket": req.ticket,
+        "requested_by": req.requested_by,
+        "created_at": req.created_at.isoformat(),
+        "expires_at": req.expires_at.isoformat(),
+        "approvals_required": req.approvals_required,
+        "approvals": [{"by": d.approver, "decision": d.decision, "comment": d.comment,
+                       "at": d.created_at.isoformat()} for d in req.decisions.all()],
+        "job": req.job_id,
+        "steps": steps_with_status(req),
+        "estimate": estimate(req.backup_size, req.mode, rate),
+        "report": job.result if job is not None and job.result else None,
+        "error": (job.error or None) if job is not None else None,
+        "previous_database": req.previous_database or None,
+        "previous_discarded": req.previous_discarded,
+        "discard_job": req.discard_job_id,
+    }

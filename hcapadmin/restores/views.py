@@ -1,0 +1,379 @@
+"""Restore request pages and API: list, new request from a catalog backup,
+the request's page (plan, sign-offs, live job), approve / reject / cancel /
+discard the kept pre-restore database.  Rules live in the model methods and
+hcapadmin.restores.services; these views only translate errors:
+Invalid 400, Forbidden 403, NotFound 404, Conflict 409, Unavailable 503."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Case, IntegerField, Value, When
+from django.http import Http404, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
+from pydantic import ValidationError
+
+from hcapadmin.accounts.decorators import api_endpoint, permission_required, record_denied
+from hcapadmin.audit.models import record
+from hcapadmin.core.api import json_error
+from hcapadmin.jobs.services import default_target, submit
+from hcapadmin.restores import schemas, services
+from hcapadmin.restores.forms import ConfirmForm, DecisionForm, NewRequestForm
+from hcapadmin.restores.models import (
+    APPROVED, PENDING, RUNNING, STATUSES, SUCCEEDED, Conflict, RestoreRequest)
+from ops.errors import Forbidden, Invalid, NotFound, OpsError, Unavailable
+
+PAGE_SIZE = 25
+API_PAGE_SIZE = 50
+
+
+def _status_of(exc: Exception) -> int:
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, Invalid):
+        return 400
+    if isinstance(exc, Forbidden):
+        return 403
+    if isinstance(exc, NotFound):
+        return 404
+    return 503
+
+
+def _page_error(request, exc: Exception):
+    status = _status_of(exc)
+    template = {403: "403.html", 404: "404.html"}.get(status, "400.html")
+    title = {403: "Not allowed", 404: "Not found", 409: "Not possible now", 503: "Unavailable"}.get(status,
+                                                                                                      "Bad request")
+    return render(request, template, {"reason": str(exc), "title": title}, status=status)
+
+
+def _get(pk) -> RestoreRequest:
+    try:
+        req = RestoreRequest.objects.select_related("job").get(pk=pk)
+    except RestoreRequest.DoesNotExist:
+        raise Http404("no such restore request") from None
+    return services.refresh(req)
+
+
+def _ordered():
+    """Pending first, then approved and running, then the rest; newest first within each."""
+    rank = Case(When(status=PENDING, then=Value(0)), When(status__in=(APPROVED, RUNNING), then=Value(1)),
+                default=Value(2), output_field=IntegerField())
+    return RestoreRequest.objects.annotate(rank=rank).order_by("rank", "-created_at", "-id")
+
+
+# --- pages -------------------------------------------------------------------------------
+@never_cache
+@permission_required("view")
+def restore_list(request):
+    services.expire_due()
+    status = request.GET.get("status", "")
+    rows = _ordered()
+    if status:
+        if status not in STATUSES:
+            return render(request, "400.html", {"reason": f"Unknown status; choose one of {', '.join(STATUSES)}.",
+                                                "title": "Bad request"}, status=400)
+        rows = rows.filter(status=status)
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "restores/list.html", {
+        "title": "Restores", "page": page, "statuses": STATUSES, "status": status,
+        "may_operate": request.principal.has_perm("operate"),
+    })
+
+
+def _catalog_item(name):
+    from hcapadmin.backups import services as backups
+
+    return backups.find(name)
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+@permission_required("operate")
+def restore_new(request):
+    source = request.POST if request.method == "POST" else request.GET
+    name = source.get("backup", "")
+    try:
+        item = _catalog_item(name)
+    except OpsError as exc:
+        return _page_error(request, exc)
+    context = {"title": f"Request a restore of {item.entry.name}", "item": item}
+    if request.method == "GET":
+        form = NewRequestForm(initial={"backup": item.entry.name, "target": item.entry.database,
+                                       "mode": "online"})
+        return render(request, "restores/new.html", {**context, "form": form})
+    form = NewRequestForm(request.POST)
+    if not form.is_valid():
+        return render(request, "restores/new.html", {**context, "form": form}, status=400)
+    data = form.cleaned_data
+    try:
+        req = services.create_request(request=request, backup=data["backup"], target=data["target"],
+                                      mode=data["mode"], reason=data["reason"], ticket=data["ticket"],
+                                      acknowledge_unverified=data["acknowledge_unverified"])
+    except (Conflict, NotFound, Unavailable, Forbidden) as exc:
+        return _page_error(request, exc)
+    except Invalid as exc:
+        form.add_error(None, str(exc))
+        return render(request, "restores/new.html", {**context, "form": form}, status=400)
+    messages.success(request, f"Restore request #{req.pk} is waiting for approval.")
+    return HttpResponseRedirect(f"/restores/{req.pk}/")
+
+
+def _detail_context(request, req: RestoreRequest) -> dict:
+    from hcapadmin.jobs.views import _detail_context as job_context
+
+    principal = request.principal
+    decided = {d.approver for d in req.decisions.all()}
+    context = {
+        "title": f"Restore request #{req.pk}", "req": req, "steps": services.steps_with_status(req),
+        "mode_statement": services.mode_statement(req.mode),
+        "estimate": services.estimate(req.backup_size, req.mode),
+        "target_state": services.target_state(req.target),
+        "decisions": list(req.decisions.all()),
+        "may_decide": (req.status == PENDING and principal.has_perm("approve")
+                       and principal.name != req.requested_by and principal.name not in decided),
+        "own_request": principal.name == req.requested_by,
+        "may_cancel_request": (req.status in (PENDING, APPROVED) and (req.job_id is None or req.job.status == "queued")
+                       and (principal.name == req.requested_by or principal.has_perm("operate"))),
+        "may_discard": (req.status == SUCCEEDED and req.previous_database and not req.previous_discarded
+                        and principal.has_perm("operate")),
+        "backup_item": _current_backup(req),
+        "report": req.job.result if req.job_id and req.job.result else None,
+    }
+    if req.job_id:
+        context.update({k: v for k, v in job_context(request, req.job).items() if k != "title"})
+    return context
+
+
+def _current_backup(req):
+    """The backup as the catalog shows it now (None if gone or unreadable)."""
+    try:
+        return _catalog_item(req.backup_name)
+    except OpsError:
+        return None
+
+
+@never_cache
+@permission_required("view")
+def restore_detail(request, pk: int):
+    req = _get(pk)
+    return render(request, "restores/detail.html", _detail_context(request, req))
+
+
+@require_POST
+@permission_required("approve")
+def restore_approve(request, pk: int):
+    req = _get(pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return _page_error(request, Invalid("The comment is too long or not valid text."))
+    if form.cleaned_data["confirm"] != req.target:
+        return _page_error(request, Invalid(f"Type the target database name ({req.target}) to confirm."))
+    try:
+        comment = services.validate_text(form.cleaned_data["comment"], "comment", required=False,
+                                         limit=services.COMMENT_MAX)
+        job = req.approve(request=request, comment=comment)
+    except OpsError as exc:
+        return _page_error(request, exc)
+    if job is not None:
+        messages.success(request, f"Approved. The restore is queued as job #{job.pk}.")
+    else:
+        messages.success(request, "Approved. More approvals are needed before it runs.")
+    return HttpResponseRedirect(f"/restores/{req.pk}/")
+
+
+@require_POST
+@permission_required("approve")
+def restore_reject(request, pk: int):
+    req = _get(pk)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return _page_error(request, Invalid("The comment is too long or not valid text."))
+    try:
+        comment = services.validate_text(form.cleaned_data["comment"], "comment", required=True,
+                                         limit=services.COMMENT_MAX)
+        req.reject(request=request, comment=comment)
+    except OpsError as exc:
+        return _page_error(request, exc)
+    messages.success(request, "Rejected.")
+    return HttpResponseRedirect(f"/restores/{req.pk}/")
+
+
+@require_POST
+@permission_required("view")
+def restore_cancel(request, pk: int):
+    req = _get(pk)
+    if request.principal.name != req.requested_by and not request.principal.has_perm("operate"):
+        record_denied(request, "operate")
+        return _page_error(request, Forbidden("Only the requester or an admin can cancel a restore request."))
+    form = ConfirmForm(request.POST)
+    if not form.is_valid() or form.cleaned_data["confirm"] != "yes":
+        return _page_error(request, Invalid("Confirm the cancellation (confirm=yes)."))
+    try:
+        comment = services.validate_text(form.cleaned_data["comment"], "comment", required=False,
+                                         limit=services.COMMENT_MAX)
+        req.cancel(request=request, comment=comment)
+    except OpsError as exc:
+        return _page_error(request, exc)
+    messages.success(request, f"Restore request #{req.pk} was cancelled.")
+    return HttpResponseRedirect(f"/restores/{req.pk}/")
+
+
+def discard_previous(request, req: RestoreRequest, confirm):
+    """Submit the job that drops ``req``'s kept pre-restore database; returns the job."""
+    if req.status != SUCCEEDED or not req.previous_database:
+        raise Conflict("Only a succeeded restore that kept a pre-restore database has one to discard.")
+    if req.previous_discarded:
+        raise Conflict(f"{req.previous_database} was already discarded.")
+    if confirm != req.previous_database:
+        raise Invalid(f"Type the pre-restore database name ({req.previous_database}) to confirm.")
+    with transaction.atomic():
+        job, _created = submit("restore.discard_previous", {"request": req.pk, "database": req.previous_database},
+                               request=request, target=default_target())
+        RestoreRequest.objects.filter(pk=req.pk).update(discard_job=job)
+        record("restore.discard_requested", request=request, target=req.target,
+               details=req.details(database=req.previous_database, job=job.pk))
+    return job
+
+
+@require_POST
+@permission_required("operate")
+def restore_discard(request, pk: int):
+    req = _get(pk)
+    form = ConfirmForm(request.POST)
+    if not form.is_valid():
+        return _page_error(request, Invalid("Type the pre-restore database name to confirm."))
+    try:
+        job = discard_previous(request, req, form.cleaned_data["confirm"])
+    except OpsError as exc:
+        return _page_error(request, exc)
+    return HttpResponseRedirect(f"/jobs/{job.pk}/")
+
+
+# --- API -------------------------------------------------------------------------------------
+def _json_body(request) -> dict:
+    if not request.content_type.startswith("application/json"):
+        raise Invalid("send a JSON body (Content-Type: application/json)")
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise Invalid("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise Invalid("the body must be a JSON object")
+    return body
+
+
+def _parse(request, model):
+    try:
+        return model.model_validate(_json_body(request))
+    except ValidationError as exc:
+        raise Invalid(schemas.describe(exc)) from None
+
+
+def _api_error(exc: Exception):
+    return json_error(str(exc) or type(exc).__name__, _status_of(exc))
+
+
+def _api_get(pk) -> RestoreRequest:
+    try:
+        req = RestoreRequest.objects.select_related("job").get(pk=pk)
+    except RestoreRequest.DoesNotExist:
+        raise NotFound("no such restore request") from None
+    return services.refresh(req)
+
+
+@never_cache
+@api_endpoint("view", methods=("GET", "POST"))
+def api_restores(request):
+    """GET: requests, pending first (``?status=``, ``?page=``).  POST
+    (operate): open a request -> 201 with the request."""
+    if request.method == "POST":
+        if not request.principal.has_perm("operate"):
+            record_denied(request, "operate")
+            return json_error("permission denied", 403)
+        try:
+            body = _parse(request, schemas.CreateBody)
+            req = services.create_request(request=request, **body.model_dump())
+        except OpsError as exc:
+            return _api_error(exc)
+        return JsonResponse(services.as_api(req), status=201)
+    services.expire_due()
+    status = request.GET.get("status", "")
+    rows = _ordered().select_related("job").prefetch_related("decisions")
+    if status:
+        if status not in STATUSES:
+            return json_error(f"unknown status; one of {', '.join(STATUSES)}", 400)
+        rows = rows.filter(status=status)
+    page = Paginator(rows, API_PAGE_SIZE).get_page(request.GET.get("page"))
+    rate = services.restore_rate()
+    return JsonResponse({"items": [services.as_api(r, rate) for r in page], "page": page.number,
+                         "pages": page.paginator.num_pages, "count": page.paginator.count})
+
+
+@never_cache
+@api_endpoint("view", methods=("GET",))
+def api_restore(request, pk: int):
+    try:
+        return JsonResponse(services.as_api(_api_get(pk)))
+    except OpsError as exc:
+        return _api_error(exc)
+
+
+@api_endpoint("approve", methods=("POST",))
+def api_restore_approve(request, pk: int):
+    try:
+        req = _api_get(pk)
+        body = _parse(request, schemas.CommentBody)
+        comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
+        req.approve(request=request, comment=comment)
+    except OpsError as exc:
+        return _api_error(exc)
+    return JsonResponse(services.as_api(req))
+
+
+@api_endpoint("approve", methods=("POST",))
+def api_restore_reject(request, pk: int):
+    try:
+        req = _api_get(pk)
+        body = _parse(request, schemas.CommentBody)
+        comment = services.validate_text(body.comment, "comment", required=True, limit=services.COMMENT_MAX)
+        req.reject(request=request, comment=comment)
+    except OpsError as exc:
+        return _api_error(exc)
+    return JsonResponse(services.as_api(req))
+
+
+@api_endpoint("view", methods=("POST",))
+def api_restore_cancel(request, pk: int):
+    """The requester or an admin."""
+    try:
+        req = _api_get(pk)
+    except OpsError as exc:
+        return _api_error(exc)
+    if request.principal.name != req.requested_by and not request.principal.has_perm("operate"):
+        record_denied(request, "operate")
+        return json_error("only the requester or an admin can cancel a restore request", 403)
+    try:
+        body = _parse(request, schemas.CommentBody)
+        comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
+        req.cancel(request=request, comment=comment)
+    except OpsError as exc:
+        return _api_error(exc)
+    return JsonResponse(services.as_api(req))
+
+
+@api_endpoint("operate", methods=("POST",))
+def api_restore_discard(request, pk: int):
+    """{"confirm": "<pre-restore database name>"} -> 202 {"job": id}."""
+    try:
+        req = _api_get(pk)
+        body = _parse(request, schemas.DiscardBody)
+        job = discard_previous(request, req, body.confirm)
+    except OpsError as exc:
+        return _api_error(exc)
+    return JsonResponse({"job": job.pk, "status": job.status, "database": req.previous_database}, status=202)
