@@ -42,10 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 VENV_BIN = Path(sys.executable).parent
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-# Inside the namespace: /tmp becomes its own (writable) mount, then / and the
-# app directory are remounted read-only, then the process drops to the UID.
+# Inside the namespace: /tmp becomes its own (writable) mount, then / and every
+# other mount (but /proc, /sys, /dev) and the app directory are remounted
+# read-only, then the process drops to the UID.
 # Before that, a directory on the way to the Python interpreter that other
 # users cannot enter (pyenv under /root, mode 0700) is replaced by a stand-in
 # holding only the interpreter's entry, so the UID can run the same Python.
@@ -58,6 +58,12 @@ done
 shift
 mount --bind /tmp /tmp
 mount -o remount,bind,ro /
+awk '{print $5}' /proc/self/mountinfo | while read -r mount_point; do
+  case "$mount_point" in
+    /|/tmp|/proc|/proc/*|/sys|/sys/*|/dev|/dev/*) ;;
+    *) mount -o remount,bind,ro "$mount_point" 2>/dev/null || true ;;
+  esac
+done
 mount --bind "$app" "$app"
 mount -o remount,bind,ro "$app"
 cd "$app"
@@ -301,6 +307,8 @@ def test_dockerfile_runs_as_non_root_without_home_or_bytecode_writes():
     assert "--no-control-socket" in cmd
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
 def test_image_serves_and_runs_a_job_as_an_arbitrary_uid_with_only_tmp_writable(image, confined, settings):
     # The test's users are hashed with its fast hasher; the image runs the production one.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
@@ -314,7 +322,7 @@ def test_image_serves_and_runs_a_job_as_an_arbitrary_uid_with_only_tmp_writable(
     probe = confined([sys.executable, "-c", (
         "import os, sys, tempfile\n"
         "print('uid', os.getuid(), 'gid', os.getgid(), 'home', os.environ.get('HOME'), 'python', sys.version)\n"
-        "for d in ('.', 'hcapadmin', '/var/tmp', os.path.expanduser('~')):\n"
+        "for d in ('.', 'hcapadmin', 'staticfiles', '/var/tmp', os.path.expanduser('~')):\n"
         "    try:\n"
         "        open(os.path.join(d, 'probe-write'), 'w').close(); print('WRITABLE', d)\n"
         "    except OSError as exc:\n"
@@ -324,6 +332,7 @@ def test_image_serves_and_runs_a_job_as_an_arbitrary_uid_with_only_tmp_writable(
     out = read_log(probe)
     assert f"uid {probe.uid} gid 0 home None python {sys.version}" in out, out
     assert "WRITABLE" not in out and "tmp ok /tmp/" in out, out
+    assert "refused /var/tmp Read-only file system" in out, out  # world-writable, but the root is read-only
 
     port = free_port()
     cmd = [arg if arg != "0.0.0.0:8080" else f"127.0.0.1:{port}" for arg in dockerfile_cmd()]
