@@ -69,6 +69,7 @@ class BackupEntry:
     created_at: datetime
     size_bytes: int
     in_progress: bool
+    engine: str = "postgres"  # "postgres" or "mongo" (the log database; see ops.logbackups)
 
     def as_dict(self) -> dict:
         data = asdict(self)

@@ -22,6 +22,7 @@ def driver_config() -> dict:
             "patroni_leader_configmap": settings.OPENSHIFT_PATRONI_LEADER_CONFIGMAP,
             "backup_name": settings.OPENSHIFT_BACKUP_NAME,
             "cronjobs": tuple(settings.OPENSHIFT_CRONJOBS),
+            "log_backup_name": settings.OPENSHIFT_LOG_BACKUP_NAME,
         }
     return {
         "database_conninfo": dburl.to_conninfo(settings.MANAGED_DATABASE_URL),
@@ -30,6 +31,7 @@ def driver_config() -> dict:
         "backup_host": settings.BACKUP_HOST,
         "patroni_url": settings.PATRONI_URL,
         "node_pg_migrate": settings.NODE_PG_MIGRATE,
+        "log_backup_dir": settings.LOG_BACKUP_DIR,
     }
 
 

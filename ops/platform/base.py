@@ -31,6 +31,24 @@ class PlatformDriver(ABC):
         raises ops.backups.VerifyFailed."""
         raise NotImplementedError
 
+    # --- log database (MongoDB) backups: ops.logbackups ---------------------------
+    takes_log_backups = False  # True where backup.sh -1 can run for the log database
+
+    def list_log_backups(self) -> list:
+        """The log database's backups (BackupEntry, engine "mongo"), newest first."""
+        return []
+
+    def take_log_backup(self, *, log=None, check=None):
+        from ops.errors import Unavailable
+        from ops.logbackups import MONGODUMP_UNAVAILABLE
+
+        raise Unavailable(MONGODUMP_UNAVAILABLE)
+
+    def verify_log_backup(self, entry, *, log=None, check=None) -> dict:
+        from ops.errors import Unavailable
+
+        raise Unavailable("log backups cannot be verified on this platform")
+
     def cluster_members(self) -> dict:
         """{"mode": "patroni"|"single", "leader": name|None, "members": [{name, role, state, ...}]}"""
         raise NotImplementedError

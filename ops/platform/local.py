@@ -13,13 +13,15 @@ class LocalDriver(PlatformDriver):
     name = "local"
 
     def __init__(self, *, database_conninfo: str, backup_dir: str, migrations_dir: str, backup_host: str = "hcap-patroni",
-                 patroni_url: str | None = None, node_pg_migrate: str | None = None, **_ignored):
+                 patroni_url: str | None = None, node_pg_migrate: str | None = None, log_backup_dir: str | None = None,
+                 **_ignored):
         self.database_conninfo = database_conninfo
         self.backup_dir = backup_dir
         self.migrations_dir = migrations_dir
         self.backup_host = backup_host
         self.patroni_url = patroni_url
         self.node_pg_migrate = node_pg_migrate
+        self.log_backup_dir = log_backup_dir  # None: no log backups here
 
     def connect(self, timeout: float = 5.0, **kwargs) -> psycopg.Connection:
         try:
@@ -51,6 +53,17 @@ class LocalDriver(PlatformDriver):
 
         # in a throwaway server this worker starts, never on the managed one
         return verify_local(entry.path, log=log, check=check)
+
+    # --- log database (MongoDB) backups: listed and checked, never taken (no mongodump) ---
+    def list_log_backups(self) -> list:
+        from ops.logbackups import scan_local
+
+        return scan_local(self.log_backup_dir)
+
+    def verify_log_backup(self, entry, *, log=None, check=None) -> dict:
+        from ops.logbackups import check_archive
+
+        return check_archive(entry.path, log=log, check=check)
 
     def cluster_members(self, timeout: float = 3.0) -> dict:
         """Patroni's REST API ``GET /cluster`` when HCAPADMIN_PATRONI_URL is set,

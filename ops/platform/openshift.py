@@ -73,7 +73,8 @@ class OpenShiftDriver(PlatformDriver):
                  server_name: str = "hcap-server", patroni_name: str = "hcap-patroni",
                  patroni_leader_configmap: str = "hcap-patroni-leader", backup_name: str = "hcap-backup",
                  cronjobs: tuple[str, ...] = (), backup_selector: str | None = None, backup_root: str = "/backups",
-                 backup_container: str | None = None, patroni_selector: str | None = None, **_ignored):
+                 backup_container: str | None = None, patroni_selector: str | None = None,
+                 log_backup_name: str = "hcap-backup-mongo-log", **_ignored):
         self.api_url = api_url.rstrip("/")
         self.namespace = namespace
         self.server_name = server_name
@@ -85,6 +86,7 @@ class OpenShiftDriver(PlatformDriver):
         self.backup_root = backup_root.rstrip("/") or "/backups"
         self.backup_container = backup_container
         self.patroni_selector = patroni_selector or f"cluster-name={patroni_name}"
+        self.log_backup_selector = f"deploymentconfig={log_backup_name}"
         if not self.api_url.lower().startswith("https://"):
             raise ValueError("api_url must be an https:// URL (the service account token never crosses in clear text)")
         configuration = k8s.Configuration()
@@ -250,6 +252,24 @@ class OpenShiftDriver(PlatformDriver):
                       or "no output")
             raise VerifyFailed(f"backup.sh -v in pod {pod} reported failure (exit {result.returncode}): {reason}")
         return {"pod": pod, "summary": passed[-1][:500]}
+
+    # --- log database (MongoDB) backups: the log backup pod (ops.logbackups) -------
+    takes_log_backups = True
+
+    def log_backup_pod(self):
+        from ops.logbackups import PodBackups
+
+        return PodBackups(self, selector=self.log_backup_selector, root=self.backup_root,
+                          container=self.backup_container)
+
+    def list_log_backups(self) -> list:
+        return self.log_backup_pod().list()
+
+    def take_log_backup(self, *, log=None, check=None):
+        return self.log_backup_pod().take(log=log, check=check)
+
+    def verify_log_backup(self, entry, *, log=None, check=None) -> dict:
+        return self.log_backup_pod().verify(entry, log=log, check=check)
 
     def cluster_members(self) -> dict:
         """Patroni members from the pods' ``status`` annotation and the leader
