@@ -364,3 +364,20 @@ def test_openshift_log_pod_missing_is_a_clear_error(standin):
     with pytest.raises(Unavailable) as info:
         driver.list_log_backups()
     assert "no running log backup pod (label deploymentconfig=hcap-backup-mongo-log)" in str(info.value)
+
+
+def test_sandbox_seeds_log_backups_that_pass_the_structural_check(tmp_path, settings):
+    import io
+
+    from hcapadmin.core.management.commands.sandbox_seed import make_log_backups
+
+    settings.LOG_BACKUP_DIR = str(tmp_path)
+    out = io.StringIO()
+    make_log_backups(out)
+    entries = logbackups.scan_local(str(tmp_path))
+    assert len(entries) == 7 and {e.engine for e in entries} == {"mongo"} and "log backups: 7" in out.getvalue()
+    assert entries[0].created_at > timezone.now() - timedelta(hours=26)  # the newest is not stale
+    sizes = [e.size_bytes for e in reversed(entries)]
+    assert sizes == sorted(sizes)  # growing: no shrink warning on the demo
+    for entry in entries:
+        assert logbackups.check_archive(entry.path)["documents"][f"{settings.MONGO_LOG_DB}.{settings.MONGO_LOG_COLLECTION}"] >= 200
