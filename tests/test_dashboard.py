@@ -113,6 +113,8 @@ def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client
     assert "hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz" in html
     assert 'data-testid="cluster-leader">hcap-patroni-0<' in html and "hcap-patroni-1" in html
     assert "1 backup being written now." in html
+    assert 'data-database="logs (MongoDB)" data-engine="mongo"' in html  # the log backup pod's newest too
+    assert "hcap-mongodb-logs_2026-11-24_01-00-00.sql.gz" in html
     assert all("sa-token" not in r.path for r in standin.requests)
 
 
