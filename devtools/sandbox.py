@@ -53,6 +53,7 @@ def _environment(pg: services.Postgres) -> dict:
         "HCAPADMIN_PLATFORM": "local",
         "HCAPADMIN_MANAGED_DATABASE_URL": pg.url("hcap"),
         "HCAPADMIN_BACKUP_DIR": str(VAR / "backups"),
+        "HCAPADMIN_LOG_BACKUP_DIR": str(VAR / "log-backups"),
         "HCAPADMIN_MIGRATIONS_DIR": str(VAR / "migrations"),
         "HCAPADMIN_SANDBOX": "true",
         "HCAPADMIN_LOCAL_ACCOUNTS": "true",

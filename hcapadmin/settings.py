@@ -121,6 +121,7 @@ BACKUP_DIR = env.string("HCAPADMIN_BACKUP_DIR", str(BASE_DIR / "var" / "backups"
 MIGRATIONS_DIR = env.string("HCAPADMIN_MIGRATIONS_DIR", str(BASE_DIR / "var" / "migrations"))
 PATRONI_URL = env.url("HCAPADMIN_PATRONI_URL", None, schemes=("http", "https"))
 BACKUP_HOST = env.string("HCAPADMIN_BACKUP_HOST", "hcap-patroni")
+LOG_BACKUP_DIR = env.string("HCAPADMIN_LOG_BACKUP_DIR", None)  # the log database's (MongoDB) backups; unset: none
 NODE_PG_MIGRATE = env.string("HCAPADMIN_NODE_PG_MIGRATE", str(BASE_DIR / "node_modules" / ".bin" / "node-pg-migrate"))
 # openshift driver
 # https only: user tokens and the service account token never cross in clear text.
@@ -132,6 +133,7 @@ OPENSHIFT_SERVER_NAME = env.string("HCAPADMIN_OPENSHIFT_SERVER_NAME", "hcap-serv
 OPENSHIFT_PATRONI_NAME = env.string("HCAPADMIN_OPENSHIFT_PATRONI_NAME", "hcap-patroni")
 OPENSHIFT_PATRONI_LEADER_CONFIGMAP = env.string("HCAPADMIN_OPENSHIFT_PATRONI_LEADER_CONFIGMAP", "hcap-patroni-leader")
 OPENSHIFT_BACKUP_NAME = env.string("HCAPADMIN_OPENSHIFT_BACKUP_NAME", "hcap-backup")
+OPENSHIFT_LOG_BACKUP_NAME = env.string("HCAPADMIN_OPENSHIFT_LOG_BACKUP_NAME", "hcap-backup-mongo-log")
 OPENSHIFT_CRONJOBS = env.csv_list(
     "HCAPADMIN_OPENSHIFT_CRONJOBS",
     ["hcap-archive-withdrawn", "hcap-in-progress-stale-clean", "hcap-open-expired-clean"],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import calendar
 import gzip
+import hashlib
 import os
 import re
 import secrets
@@ -69,6 +70,7 @@ class BackupEntry:
     created_at: datetime
     size_bytes: int
     in_progress: bool
+    engine: str = "postgres"  # "postgres" or "mongo" (the log database; see ops.logbackups)
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -532,6 +534,17 @@ def safe_sql_lines(lines, *, allow_connect: bool = True, chunk_size: int = 1 << 
     runs psql in ``\\restrict`` mode itself).  Raises UnsafeSQL naming the line."""
     return iter(SafeSQLReader(_LineSource(lines), restricted=False, chunk_size=chunk_size,
                               allow_connect=allow_connect))
+
+
+def sha256_file(path: str, *, check: Check | None = None, chunk: int = 1 << 20) -> str:
+    """The SHA-256 (hex) of a file, streamed; ``check`` is called between chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+            if check:
+                check()
+    return digest.hexdigest()
 
 
 def check_sql_file(fh, *, chunk_size: int = 1 << 20) -> int:

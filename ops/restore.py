@@ -52,7 +52,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ops.backups import ROLES_END_MARKER, ROLES_START_MARKER, UnsafeSQL, safe_sql_lines, split_conninfo
+from ops.backups import ROLES_END_MARKER, ROLES_START_MARKER, UnsafeSQL, safe_sql_lines, sha256_file, split_conninfo
 from ops.errors import Invalid, NotFound, OpsError
 
 Check = Callable[[], None]
@@ -229,18 +229,6 @@ class PreflightResult(Timed):
     free_bytes: int = 0
     needed_bytes: int = 0
     psql_version: str = ""
-
-
-def sha256_file(path: str, check: Check | None = None, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                return digest.hexdigest()
-            digest.update(block)
-            if check:
-                check()
 
 
 def psql_version() -> tuple[int, int]:

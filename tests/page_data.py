@@ -58,6 +58,15 @@ def _backups(root: Path, now):
     put(now, 10, in_progress=True)
 
 
+def _log_backups(root: Path, now):
+    """The log database's (MongoDB) backups: a fresh one and an older one."""
+    from ops.logbackups import build_archive, write_local
+
+    for hours, count in ((30, 40), (2, 50)):
+        write_local(str(root), "hcap-mongodb", "logs", now - timedelta(hours=hours),
+                    build_archive("logs", {"log": [{"level": "info", "message": f"m{i}"} for i in range(count)]}))
+
+
 def _logs(coll, now):
     docs = []
     for i, level in enumerate(("error", "warn", "info", "http", "verbose", "debug", "silly", "info")):
@@ -97,6 +106,7 @@ class World:
         now = datetime.now(UTC).replace(microsecond=0)
         self.backup_dir, self.migrations_dir = root / "backups", root / "migrations"
         self.backup_dir.mkdir(parents=True)
+        self.log_backup_dir = root / "log-backups"
         self.migrations_dir.mkdir()
         self.database = "pages_" + uuid.uuid4().hex[:10]
         pg.create_database(self.database)
@@ -104,6 +114,7 @@ class World:
         self.coll = mongo_client["pagetests"][self.coll_name]
         if state == "data":
             _backups(self.backup_dir, now)
+            _log_backups(self.log_backup_dir, now)
             _logs(self.coll, now)
             _migrations(self.migrations_dir, pg, self.database)
 
@@ -111,6 +122,7 @@ class World:
         """Point the portal at this world, and add its rows to the portal
         database (jobs, audit events: they go with each test's transaction)."""
         settings.BACKUP_DIR = str(self.backup_dir)
+        settings.LOG_BACKUP_DIR = str(self.log_backup_dir)
         settings.MIGRATIONS_DIR = str(self.migrations_dir)
         settings.MANAGED_DATABASE_URL = self.pg.url(self.database)
         settings.LOG_SOURCES = {"hcap": ("pagetests", self.coll_name)}

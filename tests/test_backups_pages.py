@@ -55,7 +55,8 @@ def test_api_lists_the_catalog(client_as, backup_dir):
     by_name = {i["name"]: i for i in data["items"]}
     assert set(by_name) == {done, running}
     item = by_name[done]
-    assert set(item) == {"name", "database", "kind", "created_at", "size_bytes", "in_progress", "verified"}
+    assert set(item) == {"name", "engine", "database", "kind", "created_at", "size_bytes", "in_progress", "verified"}
+    assert item["engine"] == "postgres"
     assert item["database"] == "hcap" and item["size_bytes"] == 3002 and item["in_progress"] is False
     assert item["verified"] is None and by_name[running]["in_progress"] is True
 

@@ -72,6 +72,7 @@ def _openshift_dashboard(client_as, standin, settings):
     catalog by exec in the backup pod, Patroni from pods and the leader
     ConfigMap.  Returns the page's HTML."""
     from hcapadmin.core.platform import _cached
+    from tests.test_logbackups import LOG_LISTING, LOG_POD
     from tests.test_platform_openshift import EXEC, LISTING, NS, PODS, exit_status, pod, pod_list
 
     settings.PLATFORM = "openshift"
@@ -85,12 +86,14 @@ def _openshift_dashboard(client_as, standin, settings):
         selector = req.query.get("labelSelector", [""])[0]
         if selector == "deploymentconfig=hcap-backup":
             return 200, pod_list(pod("hcap-backup-3-x7k2p"))
+        if selector == "deploymentconfig=hcap-backup-mongo-log":
+            return 200, pod_list(pod(LOG_POD))
         return 200, pod_list(
             pod("hcap-patroni-0", annotations={"status": json.dumps({"role": "master", "state": "running"})}),
             pod("hcap-patroni-1", annotations={"status": json.dumps({"role": "replica", "state": "running"})}))
 
     def listing(req, ws):
-        ws.send_channel(1, LISTING)
+        ws.send_channel(1, LOG_LISTING if req.match["pod"] == LOG_POD else LISTING)
         ws.send_channel(3, exit_status(0))
 
     standin.route("GET", PODS, pods)
@@ -110,6 +113,8 @@ def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client
     assert "hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz" in html
     assert 'data-testid="cluster-leader">hcap-patroni-0<' in html and "hcap-patroni-1" in html
     assert "1 backup being written now." in html
+    assert 'data-database="logs (MongoDB)" data-engine="mongo"' in html  # the log backup pod's newest too
+    assert "hcap-mongodb-logs_2026-11-24_01-00-00.sql.gz" in html
     assert all("sa-token" not in r.path for r in standin.requests)
 
 

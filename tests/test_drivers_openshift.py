@@ -6,6 +6,7 @@ input streamed to the command and closed (v5.channel.k8s.io)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -329,3 +330,32 @@ def test_banner_and_migrations_location(driver, standin):
     assert driver.banner() == f"OpenShift · {standin.url} · namespace {NS}"
     assert driver.migrations_location() == "pod (deploymentconfig=hcap-server):/opt/app-root/src/server/migrations"
     assert "sa-token" not in driver.banner() + driver.describe()
+
+
+def test_backup_checksum_runs_sha256sum_in_the_backup_pod(standin, driver, tmp_path):
+    """The pinned checksum of a restore is read where the file lives: the
+    stand-in's backup pod runs the real sha256sum on a file of this test."""
+    data = b"-- backup\n" * 1000
+    (tmp_path / "b.sql.gz").write_bytes(data)
+    commands = []
+    standin.route("GET", PODS, lambda req: (200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+        pod("hcap-backup-1-abcde")]}))
+
+    def handler(req, ws):
+        argv = req.query["command"]
+        commands.append((req.match["pod"], argv))
+        local = [argv[0], argv[1], str(tmp_path / os.path.basename(argv[2]))]
+        proc = subprocess.run(local, capture_output=True)
+        if proc.stdout:
+            ws.send_channel(1, proc.stdout.decode())
+        if proc.stderr:
+            ws.send_channel(2, proc.stderr.decode())
+        ws.send_channel(3, exit_status(proc.returncode))
+
+    standin.websocket(EXEC, handler)
+    entry = type("Entry", (), {"name": "b.sql.gz", "path": "/backups/daily/2026-11-25/b.sql.gz"})()
+    assert driver.backup_checksum(entry) == hashlib.sha256(data).hexdigest()
+    assert commands == [("hcap-backup-1-abcde", ["sha256sum", "--", "/backups/daily/2026-11-25/b.sql.gz"])]
+    gone = type("Entry", (), {"name": "gone.sql.gz", "path": "/backups/daily/2026-11-25/gone.sql.gz"})()
+    with pytest.raises(NotFound):
+        driver.backup_checksum(gone)

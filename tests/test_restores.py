@@ -118,16 +118,13 @@ def test_request_refusals_write_nothing(client, demo_users, backup_dir):
     assert not RestoreRequest.objects.exists() and not events("restore.requested").exists()
 
 
-def test_pin_backup_refuses_where_it_cannot_hash(backup_dir, settings):
-    from ops.errors import NotFound, Unavailable
+def test_pin_backup_reads_the_file_through_the_driver(backup_dir):
+    from ops.errors import NotFound
 
     name, path = put(backup_dir)
     entry = next(e for e in backups.scan_local(str(backup_dir)) if e.name == name)
-    assert services.pin_backup(entry)["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    settings.PLATFORM = "openshift"
-    with pytest.raises(Unavailable):
-        services.pin_backup(entry)
-    settings.PLATFORM = "local"
+    assert services.pin_backup(entry) == {"size": path.stat().st_size,
+                                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     path.unlink()
     with pytest.raises(NotFound):
         services.pin_backup(entry)
@@ -364,16 +361,6 @@ def test_a_job_that_ended_without_the_request_hearing_of_it(client, demo_users, 
     assert events("restore.finished", req.pk).count() == 1
     client.get(f"/api/v1/restores/{req.pk}")
     assert events("restore.finished", req.pk).count() == 1
-
-
-def test_a_backup_that_cannot_be_hashed_here_is_a_clear_503(client, demo_users, backup_dir, monkeypatch):
-    name, _ = put(backup_dir)
-    monkeypatch.setattr(services, "_driver_name", lambda: "openshift")  # where pin_backup has no local file
-    response = create(as_user(client, "admin", "admin"), name)
-    assert response.status_code == 503 and "SHA-256" in response.json()["error"]
-    page = client.post("/restores/new/", {"backup": name, "target": "hcap", "mode": "online", "reason": "r"})
-    assert page.status_code == 503
-    assert not RestoreRequest.objects.exists() and not events("restore.requested").exists()
 
 
 ENDPOINTS = {  # action -> (roles allowed, valid body)

@@ -82,7 +82,7 @@ def test_request_page_shows_plan_objects_estimate_and_mode(client, demo_users, b
         assert title in html, title
     assert "rename hcap to hcap_pre_restore_&lt;ts&gt;" in html
     assert "stay in the pre-restore database" in html  # online mode
-    assert "exists: unknown" in html and "size: unknown" in html  # the local driver offers no database size
+    assert "exists: yes" in html and "size: unknown" not in html  # the driver reports the target database's size
     assert "Estimate: about" in html and "HCAPADMIN_RESTORE_DEFAULT_MBPS" in html
     assert "passed" in html and "Approve restore" not in html  # auditors cannot sign off
     offline = create(as_user(client, "admin", "admin"), name, mode="offline").json()["id"]

@@ -4,7 +4,11 @@
 calls it for its pre-migration backup).  Both kinds are mutating: they hold
 the managed database's lock (``hcapadmin.jobs.services.default_target()``),
 so a verification's restore load never overlaps a backup, a migration apply
-or a restore."""
+or a restore.
+
+Both take an optional ``engine`` param: "postgres" (the default, the managed
+database) or "mongo" (the log database, ops.logbackups), whose jobs lock
+``services.log_target()`` instead."""
 
 from __future__ import annotations
 
@@ -16,14 +20,18 @@ from hcapadmin.core.platform import get_driver
 from hcapadmin.jobs.registry import job_kind
 from ops.backups import VerifyFailed
 from ops.errors import NotFound
+from ops.logbackups import MONGO, parse_engine
 
 
-def take_backup(ctx) -> dict:
+def take_backup(ctx, engine: str = "postgres") -> dict:
     """Take one backup now, as a step of the calling job; returns
     {"backup": name or None, "size_bytes": n or None, "database": db}."""
     with ctx.step("Back up database"):
         ctx.check_cancelled()
-        entry = get_driver().take_backup(log=ctx.log, check=ctx.check_cancelled)
+        if engine == MONGO:
+            entry = get_driver().take_log_backup(log=ctx.log, check=ctx.check_cancelled)
+        else:
+            entry = get_driver().take_backup(log=ctx.log, check=ctx.check_cancelled)
     if entry is None:
         ctx.log("The backup finished; its file name was not reported (see the catalog).")
         return {"backup": None, "size_bytes": None, "database": None}
@@ -33,7 +41,7 @@ def take_backup(ctx) -> dict:
 @job_kind("backup.manual", title="Manual backup", mutating=True, timeout=3 * 3600, cancellable=True,
           advice="(an unfinished .sql.gz.in_progress file may be left in the backup folder; it can be deleted)")
 def run_manual_backup(ctx, params) -> dict:
-    result = take_backup(ctx)
+    result = take_backup(ctx, parse_engine(params.get("engine")))
     ctx.progress(1.0)
     return result
 
@@ -43,21 +51,33 @@ def run_manual_backup(ctx, params) -> dict:
                  "temporary folder; it can be deleted. The live server is never touched by a verify)")
 def run_verify(ctx, params) -> dict:
     name = params.get("name")
+    engine = parse_engine(params.get("engine"))
     with ctx.step("Find backup"):
-        entries = {e.name: e for e in get_driver().list_backups()}
+        driver = get_driver()
+        entries = {e.name: e for e in (driver.list_log_backups() if engine == MONGO else driver.list_backups())}
         entry = entries.get(name)
         if entry is None or entry.in_progress:
             raise NotFound(f"backup {name} is no longer in the catalog")
         ctx.log(f"{entry.path}: {entry.size_bytes / 1e6:,.1f} MB, taken {entry.created_at:%Y-%m-%d %H:%M:%S} UTC")
     ctx.progress(0.05)
     try:
-        with ctx.step("Restore into a throwaway server and check"):
-            findings = get_driver().verify_backup(entry, log=ctx.log, check=ctx.check_cancelled)
+        if engine == MONGO:
+            with ctx.step("Check the log backup"):
+                findings = driver.verify_log_backup(entry, log=ctx.log, check=ctx.check_cancelled)
+        else:
+            with ctx.step("Restore into a throwaway server and check"):
+                findings = get_driver().verify_backup(entry, log=ctx.log, check=ctx.check_cancelled)
     except VerifyFailed as exc:
-        _record(ctx, entry, False, str(exc), {})
+        _record(ctx, entry, False, str(exc), {"engine": engine})
         raise
-    _record(ctx, entry, True, "restored and checked", findings.details)
-    return {"backup": entry.name, "ok": True, **findings.details}
+    details = findings.details
+    if details.get("check") == "structural":
+        ctx.log("Not restored: " + details.get("not_checked", ""))
+        message = "structure checked (gzip, mongodump archive framing); not restored"
+    else:
+        message = "restored and checked"
+    _record(ctx, entry, True, message, details)
+    return {"backup": entry.name, "ok": True, **details}
 
 
 def _record(ctx, entry, ok: bool, message: str, details: dict) -> None:
@@ -65,4 +85,5 @@ def _record(ctx, entry, ok: bool, message: str, details: dict) -> None:
         BackupVerification.objects.create(backup_name=entry.name, database=entry.database, ok=ok, message=message,
                                           details=details, job_id=ctx.job.pk)
         record("backup.verified", actor="system", target=entry.database, outcome="success" if ok else "failure",
-               details={"backup": entry.name, "job": ctx.job.pk, "ok": ok, "message": message[:500]})
+               details={"backup": entry.name, "engine": entry.engine, "job": ctx.job.pk, "ok": ok,
+                        "message": message[:500]})

@@ -29,6 +29,7 @@ def driver_config() -> dict:
             "migrations_pod_selector": settings.MIGRATIONS_POD_SELECTOR,
             "migrations_pod_dir": settings.MIGRATIONS_POD_DIR,
             "migrations_pod_container": settings.MIGRATIONS_POD_CONTAINER,
+            "log_backup_name": settings.OPENSHIFT_LOG_BACKUP_NAME,
         }
     return {
         "database_conninfo": dburl.to_conninfo(settings.MANAGED_DATABASE_URL),
@@ -40,6 +41,7 @@ def driver_config() -> dict:
         "node_pg_migrate": settings.NODE_PG_MIGRATE,
         "migrations_table": settings.MIGRATIONS_TABLE,
         "migrations_schema": settings.MIGRATIONS_SCHEMA,
+        "log_backup_dir": settings.LOG_BACKUP_DIR,
     }
 
 

@@ -35,7 +35,8 @@ def dashboard(request):
 
     context = {"title": "Dashboard", "stale_hours": settings.BACKUP_STALE_HOURS}
     try:
-        items = backups.catalog()
+        context["log_backup_errors"] = []  # the log database's backups failing to list leaves the rest shown
+        items = backups.catalog(context["log_backup_errors"])
         context["databases"] = backups.per_database(items)
         context["in_progress"] = [i for i in items if i.entry.in_progress]
         context["backup_warnings"] = backups.warnings(items)

@@ -15,15 +15,14 @@ Integration points the runbook side uses:
 
 from __future__ import annotations
 
-import hashlib
 import re
-from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from hcapadmin.audit.models import record
+from hcapadmin.core.platform import get_driver
 from hcapadmin.restores.models import (
     APPROVED, FAILED, NEEDS_ATTENTION, PENDING, RUNNING, SUCCEEDED, Conflict, RestoreRequest, expiry_for)
 from ops.errors import Invalid, NotFound, OpsError, Unavailable
@@ -40,7 +39,6 @@ COMMENT_MAX = 2000
 FIXED_SECONDS = 60
 CUTOVER_SECONDS = 30
 RATE_SAMPLES = 5
-HASH_CHUNK = 1 << 20
 
 
 class PinMismatch(OpsError):
@@ -87,30 +85,14 @@ def validate_ticket(value) -> str:
 
 
 # --- the pinned backup -----------------------------------------------------------------
-def _driver_name() -> str:
-    return settings.PLATFORM
-
-
 def pin_backup(entry) -> dict:
-    """{"size": bytes, "sha256": hex} of a catalog entry, read now.  Raises
-    NotFound when the file is gone, Unavailable when it cannot be read here
-    (OpenShift: no local path; the lead routes this to a ``sha256sum`` exec)."""
-    if _driver_name() != "local":
-        raise Unavailable("The SHA-256 of a backup on this platform cannot be taken by the portal yet, so a "
-                          "restore request cannot pin it. Use the local platform or wait for pod checksums.")
-    path = Path(entry.path)
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with path.open("rb") as handle:
-            while chunk := handle.read(HASH_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except FileNotFoundError:
-        raise NotFound(f"the backup file {entry.name} is no longer there") from None
-    except OSError as exc:
-        raise Unavailable(f"the backup file {entry.name} cannot be read: {exc.strerror or exc}") from None
-    return {"size": size, "sha256": digest.hexdigest()}
+    """{"size": bytes, "sha256": hex} of a catalog entry, read now where the
+    file lives (the platform driver streams it locally or runs sha256sum in
+    the backup pod).  Raises NotFound when the file is gone, Unavailable when
+    it cannot be read."""
+    if getattr(entry, "engine", "postgres") != "postgres":
+        raise Invalid("only PostgreSQL backups can be restored by the portal")
+    return {"size": entry.size_bytes, "sha256": get_driver().backup_checksum(entry)}
 
 
 def check_pinned(req: RestoreRequest) -> dict:
@@ -193,22 +175,15 @@ def estimate(size_bytes: int, mode: str, rate: tuple[float, str] | None = None) 
 
 def target_state(name: str) -> dict:
     """{"exists": True|False|None, "size_bytes": int|None} from the platform
-    driver when it offers it; None means unknown."""
-    from hcapadmin.core.platform import get_driver
-
+    driver; None means it could not be asked (shown as unknown)."""
     state = {"exists": None, "size_bytes": None}
     try:
-        driver = get_driver()
-    except Exception:  # misconfigured platform: shown as unknown
-        return state
-    size_of = getattr(driver, "database_size", None)
-    if callable(size_of):
-        try:
-            size = size_of(name)
-        except OpsError:
-            return state
-        state["exists"] = size is not None
-        state["size_bytes"] = size
+        state["size_bytes"] = get_driver().database_size(name)
+        state["exists"] = True
+    except NotFound:
+        state["exists"] = False
+    except OpsError:
+        pass
     return state
 
 

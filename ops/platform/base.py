@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ops.errors import Invalid
+from ops.errors import Invalid, Unavailable
+from ops.logbackups import MONGODUMP_UNAVAILABLE
 
 if TYPE_CHECKING:
     from ops.backups import BackupEntry
@@ -127,6 +128,27 @@ class Backups(ABC):
                       check: Check | None = None) -> VerifyFindings:
         """Restore ``entry`` somewhere throwaway and check it; raises
         ops.backups.VerifyFailed."""
+
+    @abstractmethod
+    def backup_checksum(self, entry: BackupEntry, *, check: Check | None = None) -> str:
+        """The SHA-256 (hex) of the backup file as it is now, read where the
+        file lives; raises ops.errors.NotFound when it is gone."""
+
+    # The log database's (MongoDB) backups, made by backup-container's log
+    # backup pod (ops.logbackups).  Where mongodump cannot run they are only
+    # listed and checked.
+    takes_log_backups = False  # True where backup.sh -1 can run for the log database
+
+    def list_log_backups(self) -> list[BackupEntry]:
+        """The log database's backups (engine "mongo"), newest first."""
+        return []
+
+    def take_log_backup(self, *, log: Log | None = None, check: Check | None = None) -> BackupEntry | None:
+        raise Unavailable(MONGODUMP_UNAVAILABLE)
+
+    def verify_log_backup(self, entry: BackupEntry, *, log: Log | None = None,
+                          check: Check | None = None) -> VerifyFindings:
+        raise Unavailable("log backups cannot be verified on this platform")
 
 
 class Database(ABC):

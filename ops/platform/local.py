@@ -16,7 +16,7 @@ import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
 
-from ops import backups, pg
+from ops import backups, logbackups, pg
 from ops.errors import Invalid, NotFound, OpsError, Timeout, Unavailable
 from ops.migrations import runner
 from ops.migrations.runner import UpResult
@@ -31,7 +31,8 @@ class LocalDriver(PlatformDriver):
     def __init__(self, *, database_conninfo: str, backup_dir: str, migrations_dir: str, backup_host: str = "hcap-patroni",
                  patroni_url: str | None = None, node_pg_migrate: str | None = None, database_url: str | None = None,
                  migrations_table: str = "pgmigrations", migrations_schema: str = "public",
-                 maintenance_database: str = "postgres", **_ignored):
+                 maintenance_database: str = "postgres", log_backup_dir: str | None = None,
+                 **_ignored):
         self.database_conninfo = database_conninfo
         self.database_url = database_url
         self.backup_dir = backup_dir
@@ -43,6 +44,7 @@ class LocalDriver(PlatformDriver):
         self.migrations_schema = migrations_schema
         self.maintenance_database = maintenance_database
         self.folder = LocalFolder(migrations_dir)
+        self.log_backup_dir = log_backup_dir  # None: no log backups here
 
     def connect(self, timeout: float = 5.0, **kwargs) -> psycopg.Connection:
         return pg.connect(self.database_conninfo, timeout=timeout, **kwargs)
@@ -171,6 +173,22 @@ class LocalDriver(PlatformDriver):
                                            self.migrations_table, self.migrations_schema, on_line=on_line,
                                            timeout=timeout, check=check)
         return UpResult(code, output)
+
+    def backup_checksum(self, entry, *, check=None) -> str:
+        try:
+            return backups.sha256_file(entry.path, check=check)
+        except FileNotFoundError:
+            raise NotFound(f"the backup file {entry.name} is no longer there") from None
+        except OSError as exc:
+            raise Unavailable(f"the backup file {entry.name} cannot be read: {exc.strerror or exc}") from None
+
+    # --- log database (MongoDB) backups: listed and checked, never taken (no mongodump) ---
+    def list_log_backups(self) -> list:
+        return logbackups.scan_local(self.log_backup_dir)
+
+    def verify_log_backup(self, entry, *, log=None, check=None) -> VerifyFindings:
+        found = logbackups.check_archive(entry.path, log=log, check=check)
+        return VerifyFindings("structure checked (gzip, mongodump archive framing); not restored", found)
 
     # --- cluster -----------------------------------------------------------------------
     def cluster_state(self, timeout: float = 3.0) -> ClusterState:

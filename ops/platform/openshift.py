@@ -23,7 +23,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 from websocket import WebSocketException
 
-from ops import backups
+from ops import backups, logbackups
 from ops.errors import Forbidden, Invalid, NotFound, OpsError, Timeout, Unavailable
 from ops.lines import LineSplitter
 from ops.migrations import runner, sources
@@ -88,7 +88,8 @@ class OpenShiftDriver(PlatformDriver):
                  backup_container: str | None = None, patroni_selector: str | None = None,
                  migrations_pod_selector: str | None = None,
                  migrations_pod_dir: str = "/opt/app-root/src/server/migrations",
-                 migrations_pod_container: str | None = None, **_ignored):
+                 migrations_pod_container: str | None = None,
+                 log_backup_name: str = "hcap-backup-mongo-log", **_ignored):
         self.api_url = api_url.rstrip("/")
         self.namespace = namespace
         self.migrations_selector = migrations_pod_selector or f"deploymentconfig={server_name}"
@@ -103,6 +104,7 @@ class OpenShiftDriver(PlatformDriver):
         self.backup_root = backup_root.rstrip("/") or "/backups"
         self.backup_container = backup_container
         self.patroni_selector = patroni_selector or f"cluster-name={patroni_name}"
+        self.log_backup_selector = f"deploymentconfig={log_backup_name}"
         if not self.api_url.lower().startswith("https://"):
             raise ValueError("api_url must be an https:// URL (the service account token never crosses in clear text)")
         configuration = k8s.Configuration()
@@ -290,6 +292,19 @@ class OpenShiftDriver(PlatformDriver):
         summary = passed[-1][:500]
         return VerifyFindings(summary, {"pod": pod, "summary": summary})
 
+    def backup_checksum(self, entry, *, check=None, timeout: float = 3600) -> str:
+        """``sha256sum -- <file>`` in the backup pod (argv only, no shell)."""
+        pod = self.backup_pod()
+        result = self.exec(pod, ["sha256sum", "--", entry.path], container=self.backup_container, timeout=timeout,
+                           check=check)
+        match = re.match(r"([0-9a-f]{64})\s", result.stdout or "")
+        if result.returncode != 0 or not match:
+            reason = _last_line(result.stderr) or _last_line(result.stdout) or "no output"
+            if "No such file" in reason:
+                raise NotFound(f"the backup file {entry.name} is no longer in pod {pod}")
+            raise OpsError(f"sha256sum in pod {pod} failed (exit {result.returncode}): {reason}")
+        return match.group(1)
+
     # --- database: psql in the Patroni leader pod ----------------------------------------
     def managed_database(self) -> str | None:
         return None  # the pods are configured with it; the portal is not told
@@ -417,6 +432,23 @@ class OpenShiftDriver(PlatformDriver):
         finally:
             lines.close()
         return UpResult(result.returncode, "\n".join(lines.lines))
+
+    # --- log database (MongoDB) backups: the log backup pod (ops.logbackups) -------
+    takes_log_backups = True
+
+    def log_backup_pod(self) -> logbackups.PodBackups:
+        return logbackups.PodBackups(self, selector=self.log_backup_selector, root=self.backup_root,
+                                     container=self.backup_container)
+
+    def list_log_backups(self) -> list:
+        return self.log_backup_pod().list()
+
+    def take_log_backup(self, *, log=None, check=None):
+        return self.log_backup_pod().take(log=log, check=check)
+
+    def verify_log_backup(self, entry, *, log=None, check=None) -> VerifyFindings:
+        found = self.log_backup_pod().verify(entry, log=log, check=check)
+        return VerifyFindings(str(found.get("summary", "backup.sh -v passed"))[:500], found)
 
     # --- cluster -------------------------------------------------------------------------
     def cluster_state(self) -> ClusterState:

@@ -28,6 +28,7 @@ class Command(BaseCommand):
         self.migrate_hcap()
         self.insert_rows()
         self.make_backups()
+        make_log_backups(self.stdout)
         self.make_logs()
 
     # -- the managed hcap database -------------------------------------------
@@ -98,3 +99,32 @@ class Command(BaseCommand):
         ensure_indexes(collection)
         self.stdout.write(f"logs: {collection.estimated_document_count()} documents in "
                           f"{settings.MONGO_LOG_DB}.{settings.MONGO_LOG_COLLECTION}")
+
+
+def make_log_backups(stdout) -> None:
+    """Demo backups of the log database (MongoDB) in HCAPADMIN_LOG_BACKUP_DIR:
+    nightly at 01:30 UTC over the last week, each the gzip of a small but
+    well-formed mongodump archive (so a structural verify passes).  mongodump
+    itself is not available here; on OpenShift backup-container writes these."""
+    from datetime import datetime, timezone as dt_timezone
+
+    from ops.logbackups import build_archive, write_local
+
+    if not settings.LOG_BACKUP_DIR:
+        return
+    current = timezone.now()
+    nightly = current.replace(hour=1, minute=30, second=0, microsecond=0)
+    if nightly > current:
+        nightly -= timedelta(days=1)
+    levels = ("info", "info", "info", "warn", "error")
+    made = 0
+    for days_ago in (6, 5, 4, 3, 2, 1, 0):
+        when = nightly - timedelta(days=days_ago)
+        docs = [{"timestamp": datetime.fromtimestamp(when.timestamp() - 60 * i, dt_timezone.utc),
+                 "level": levels[i % len(levels)], "message": f"demo log line {i}",
+                 "metadata": {"req": {"status": 200 if i % 5 else 500}}}
+                for i in range(200 + 40 * (6 - days_ago))]
+        write_local(settings.LOG_BACKUP_DIR, "hcap-mongodb", settings.MONGO_LOG_DB, when,
+                    build_archive(settings.MONGO_LOG_DB, {settings.MONGO_LOG_COLLECTION: docs}))
+        made += 1
+    stdout.write(f"log backups: {made} in {settings.LOG_BACKUP_DIR} (mongodump archives, demo)")
