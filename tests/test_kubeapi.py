@@ -203,3 +203,28 @@ def test_the_standins_own_routes_still_come_first(openshift_real):
         # not registered by this test, so forwarded: the real server has no such API (for a user
         # RBAC would refuse first, with 403, as a real cluster does)
         assert missing.status_code == 404
+
+
+def test_openshift_only_endpoints_answer_from_the_real_server(openshift_real):
+    import requests
+
+    ns = openshift_real.namespace
+    with requests.Session() as session:
+        session.trust_env = False
+
+        def call(method, path, key):
+            return session.request(method, openshift_real.url + path, verify=openshift_real.ca_file, timeout=30,
+                                   headers={"Authorization": "Bearer " + openshift_real.token(key)}, json={})
+
+        me = call("GET", "/apis/user.openshift.io/v1/users/~", "alice")
+        assert me.status_code == 200
+        assert (me.json()["metadata"]["name"], me.json()["groups"]) == ("alice", ["hcap-admins"])
+        assert session.get(openshift_real.url + "/apis/user.openshift.io/v1/users/~", verify=openshift_real.ca_file,
+                           headers={"Authorization": "Bearer sha256~unknown"}, timeout=30).status_code == 401
+        rollout = f"/apis/apps.openshift.io/v1/namespaces/{ns}/deploymentconfigs/hcap-server/instantiate"
+        assert call("POST", rollout, "vic").status_code == 403
+        started = call("POST", rollout, "portal")
+        assert started.status_code == 201 and started.json()["status"]["latestVersion"] == 8
+        assert call("POST", rollout.replace("hcap-server", "hcap-gone"), "portal").status_code == 404
+    dc = openshift_real.kube.admin("GET", f"/apis/apps.openshift.io/v1/namespaces/{ns}/deploymentconfigs/hcap-server")
+    assert dc["status"]["latestVersion"] == 8

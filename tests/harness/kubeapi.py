@@ -10,8 +10,10 @@ a test first asks for it.
 ``openshift_real`` is the stand-in OpenShift API (tests/harness/openshift.py)
 forwarding everything it does not serve itself to the real server with the
 caller's token: identity and access reviews, RBAC, reads, patches, scale and
-server-side apply are the real thing; pod exec (and logs), Patroni's REST API
-and OpenShift-only endpoints stay with handlers the test registers.
+server-side apply are the real thing; pod exec (and logs) and Patroni's REST
+API stay with handlers the test registers, and OpenShift's ``users/~`` and
+DeploymentConfig ``instantiate`` are answered from the real server's reviews
+and objects (install_openshift_endpoints).
 
 ``create_hcap_namespace`` lays out what HCAP runs in one namespace: the
 ``hcap-server`` Deployment and DeploymentConfig (a CustomResourceDefinition
@@ -104,10 +106,65 @@ def openshift_real(standin, kube_api):
     namespace = f"hcap-t{next(_names)}-{int(time.time() * 1000) % 100000}"
     create_hcap_namespace(kube_api, namespace)
     standin.forward_to(Upstream(kube_api.url, str(kube_api.ca_file), kube_api.token(ADMIN)))
+    real = OpenShiftReal(standin, kube_api, namespace)
+    install_openshift_endpoints(real)
     try:
-        yield OpenShiftReal(standin, kube_api, namespace)
+        yield real
     finally:
         standin.forward_to(None)
+
+
+# -- OpenShift's own endpoints, answered from the real server's objects ------------
+def install_openshift_endpoints(real: OpenShiftReal) -> None:
+    """Stand-in routes for the OpenShift-only endpoints the portal may call,
+    answered with the real server's authentication, RBAC and objects:
+
+    - ``GET /apis/user.openshift.io/v1/users/~``: the caller's SelfSubjectReview
+      as an OpenShift User (its ``groups`` are the caller's own groups, without
+      the ``system:`` virtual ones, as OpenShift lists them);
+    - ``POST .../deploymentconfigs/{name}/instantiate``: allowed when the caller
+      may ``create deploymentconfigs/instantiate``; starts a rollout by raising
+      the DeploymentConfig's ``status.latestVersion``, as OpenShift's controller
+      does.
+
+    A test's own ``standin.route(...)`` for the same path takes precedence."""
+    kube = real.kube
+
+    def users_tilde(req):
+        status, answer = kube.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", token=req.bearer,
+                                      body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        if status != 201:
+            return status, answer
+        info = answer["status"]["userInfo"]
+        return 200, {"kind": "User", "apiVersion": "user.openshift.io/v1", "metadata": {"name": info["username"]},
+                     "identities": [], "groups": [g for g in info.get("groups", []) if not g.startswith("system:")]}
+
+    def instantiate(req):
+        from tests.harness.openshift import status_body
+
+        namespace, name = req.match["ns"], req.match["name"]
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {
+            "resourceAttributes": {"namespace": namespace, "verb": "create", "group": "apps.openshift.io",
+                                   "resource": "deploymentconfigs", "subresource": "instantiate", "name": name}}}
+        status, answer = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                                      token=req.bearer, body=review)
+        if status in (401, 403):
+            return status, answer
+        if not (answer.get("status") or {}).get("allowed"):
+            return 403, status_body(403, f'deploymentconfigs.apps.openshift.io "{name}" is forbidden: cannot create '
+                                         f'resource "deploymentconfigs/instantiate" in the namespace "{namespace}"',
+                                    "Forbidden")
+        path = f"/apis/apps.openshift.io/v1/namespaces/{namespace}/deploymentconfigs/{name}"
+        status, dc = kube.request("GET", path, token=kube.token(ADMIN))
+        if status != 200:
+            return status, dc
+        latest = int((dc.get("status") or {}).get("latestVersion") or 0) + 1
+        dc = kube.admin("PATCH", path + "/status", {"status": {"latestVersion": latest}}, content_type=MERGE)
+        return 201, dc
+
+    real.standin.route("GET", r"/apis/user.openshift.io/v1/users/~", users_tilde)
+    real.standin.route("POST", r"/apis/apps.openshift.io/v1/namespaces/(?P<ns>[^/]+)/deploymentconfigs/"
+                               r"(?P<name>[^/]+)/instantiate", instantiate)
 
 
 # -- objects ----------------------------------------------------------------------
