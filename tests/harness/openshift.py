@@ -13,6 +13,10 @@ register handlers for the endpoints they exercise:
 
 Every request is recorded in ``api.requests`` (method, path, query, headers,
 body) so tests can check, for example, where a token was sent.
+
+``api.forward_to(Upstream(...))`` puts a real kube-apiserver behind it (the
+``openshift_real`` fixture of tests/harness/kubeapi.py): what no route serves
+goes there with the caller's token, and exec is first authorised there.
 """
 
 from __future__ import annotations
