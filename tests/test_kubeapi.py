@@ -11,7 +11,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from hcapadmin.accounts.openshift import OpenShiftAuth, TokenRejected
-from ops.errors import Forbidden, NotFound
+from ops.errors import Forbidden, NotFound, Unavailable
 from tests.harness.kubeapi import (  # noqa: F401  (fixtures)
     BACKUP_POD, PATRONI_LEADER, PATRONI_PODS, SERVER_POD, bind, kube_api, openshift_real,
 )
@@ -138,6 +138,10 @@ def test_exec_needs_create_pods_exec_on_the_real_server(openshift_real):
     assert ran == [(SERVER_POD, ["echo", "ok"], openshift_real.portal_token)]
     with pytest.raises(NotFound):  # allowed, but there is no such pod
         openshift_real.driver().exec("hcap-server-1-gone", ["true"])
+    openshift_real.kube.admin("PATCH", f"/api/v1/namespaces/{openshift_real.namespace}/pods/{SERVER_POD}/status",
+                              {"status": {"phase": "Succeeded"}}, content_type="application/merge-patch+json")
+    with pytest.raises(Unavailable, match="400"):  # a pod whose containers have ended runs nothing
+        openshift_real.driver().exec(SERVER_POD, ["true"])
     assert len(ran) == 1
 
 

@@ -294,9 +294,11 @@ class StandIn:
         RBAC, storage, subresources and server-side apply are the real thing.
         The stand-in keeps only what needs OpenShift or a kubelet: the routes
         and websocket (exec) handlers that tests register.  Before an exec
-        handler runs, the real server decides as it would for a real pod:
-        may the caller ``create pods/exec`` there (else 401/403), does the pod
-        exist (else 404), is it running (else 400).  ``None`` turns it off."""
+        handler runs, the real server decides as it would for a real pod: who
+        the caller is (a SelfSubjectReview with their token, else 401) and
+        whether they may ``create pods/exec`` there (a SubjectAccessReview,
+        else 403), does the pod exist (else 404), is it running (else 400).
+        ``None`` turns it off."""
         self.upstream = upstream
 
     def _forward_http(self, handler: BaseHTTPRequestHandler, req: Request) -> None:
@@ -316,20 +318,31 @@ class StandIn:
         if m is None:
             return None
         namespace, pod, sub = m.group("ns"), m.group("pod"), m.group("sub")
+        # Who is calling: the real server's SelfSubjectReview with the caller's own token ...
         auth = {"authorization": req.headers["authorization"]} if "authorization" in req.headers else {}
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                  "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods",
-                                                  "subresource": sub, "name": pod}}}
         status, _headers, payload = self.upstream.send(
-            "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-            dict(auth, **{"content-type": "application/json"}), json.dumps(review).encode())
+            "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            dict(auth, **{"content-type": "application/json"}),
+            b'{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}')
         if status in (401, 403):
             return status, json.loads(payload or b"null") or status_body(status, "refused")
         if status != 201:
+            return 500, status_body(500, f"identity review answered {status}")
+        who = json.loads(payload)["status"]["userInfo"]
+        # ... and may they, as a kubelet asks for whoever calls it: a SubjectAccessReview.
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+            "user": who.get("username", ""), "uid": who.get("uid", ""), "groups": who.get("groups", []),
+            "extra": who.get("extra", {}),
+            "resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods",
+                                   "subresource": sub, "name": pod}}}
+        status, _headers, payload = self.upstream.send(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            dict(self.upstream.admin_headers(), **{"content-type": "application/json"}), json.dumps(review).encode())
+        if status != 201:
             return 500, status_body(500, f"access review answered {status}")
         if not (json.loads(payload).get("status") or {}).get("allowed"):
-            return 403, status_body(403, f'pods "{pod}" is forbidden: cannot create resource "pods/{sub}" '
-                                         f'in the namespace "{namespace}"', "Forbidden")
+            return 403, status_body(403, f'pods "{pod}" is forbidden: User "{who.get("username")}" cannot create '
+                                         f'resource "pods/{sub}" in the namespace "{namespace}"', "Forbidden")
         status, _headers, payload = self.upstream.send(
             "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}", self.upstream.admin_headers(), b"")
         if status == 404:
