@@ -142,6 +142,10 @@ def standin(_standin_server):
     _standin_server.clear()
 
 
+# The real kube-apiserver (started once, when first needed) and the stand-in in front of it.
+from tests.harness.kubeapi import kube_api, openshift_real, real_identities  # noqa: E402,F401
+
+
 # --- accounts and audit (issue 3) ----------------------------------------------
 @pytest.fixture(scope="session", autouse=True)
 def _audit_truncate_guard_off_for_test_flush(django_db_setup, django_db_blocker):

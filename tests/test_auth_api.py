@@ -1,5 +1,6 @@
-"""The JSON API's authentication: Bearer (reviewed, cached), Basic (local
-accounts, through axes), session (CSRF still applies)."""
+"""The JSON API's authentication: Bearer (reviewed, cached; the reviews come
+from a real kube-apiserver behind the stand-in), Basic (local accounts,
+through axes), session (CSRF still applies)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from django.test import Client, RequestFactory
 from hcapadmin.accounts.decorators import api_endpoint
 from hcapadmin.accounts.principal import Principal
 from hcapadmin.audit.models import AuditEvent
+from tests.harness.kubeapi import kube_api, openshift_real, real_identities  # noqa: F401  (fixtures)
 from tests.harness.openshift import status_body
 
 
@@ -23,12 +25,12 @@ def basic(user, password):
 
 
 @pytest.mark.django_db
-def test_bearer_token_reviewed_once_then_cached(client, openshift_identities):
-    token = openshift_identities.AUDITOR
+def test_bearer_token_reviewed_once_then_cached(client, real_identities):
+    token = real_identities.AUDITOR
     first = client.get("/api/v1/audit", **bearer(token))
     assert first.status_code == 200 and set(first.json()) == {"items", "next"}
     assert client.get("/api/v1/audit", **bearer(token)).status_code == 200
-    assert len(openshift_identities.calls()) == 1  # second answer came from the cache
+    assert len(real_identities.calls()) == 1  # second answer came from the cache
     from django.core.cache import cache
 
     keys = list(getattr(cache, "_cache", {}).keys())
@@ -36,12 +38,12 @@ def test_bearer_token_reviewed_once_then_cached(client, openshift_identities):
 
 
 @pytest.mark.django_db
-def test_bearer_errors_are_json(client, openshift_identities, standin):
+def test_bearer_errors_are_json(client, real_identities, standin):
     r = client.get("/api/v1/audit", **bearer("sha256~revoked"))
     assert r.status_code == 401 and "rejected by OpenShift" in r.json()["error"]
-    r = client.get("/api/v1/audit", **bearer(openshift_identities.VIEWER))
+    r = client.get("/api/v1/audit", **bearer(real_identities.VIEWER))
     assert r.status_code == 403 and r.json() == {"error": "permission denied"}
-    r = client.get("/api/v1/audit", **bearer(openshift_identities.NOROLE))
+    r = client.get("/api/v1/audit", **bearer(real_identities.NOROLE))
     assert r.status_code == 403
     r = client.get("/api/v1/audit", **bearer("bad token with spaces"))
     assert r.status_code == 401 and r.json()["error"] == "malformed bearer token"
@@ -52,10 +54,10 @@ def test_bearer_errors_are_json(client, openshift_identities, standin):
 
 
 @pytest.mark.django_db
-def test_bearer_is_csrf_exempt(openshift_identities):
+def test_bearer_is_csrf_exempt(real_identities):
     c = Client(enforce_csrf_checks=True)
     # 405 (not a CSRF 403): the request got through CSRF to the endpoint's method check
-    r = c.post("/api/v1/audit", **bearer(openshift_identities.AUDITOR))
+    r = c.post("/api/v1/audit", **bearer(real_identities.AUDITOR))
     assert r.status_code == 405 and r.json()["error"] == "method POST not allowed"
 
 

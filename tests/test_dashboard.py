@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from hcapadmin.backups.models import BackupVerification
+from tests.harness.kubeapi import kube_api, openshift_real  # noqa: F401  (fixtures)
 from tests.test_backups_pages import put
 from tests.test_jobs_pages import make
 
@@ -67,58 +68,45 @@ def test_dashboard_without_backups_and_with_patroni_rest_api(client_as, tmp_path
     assert "The cluster state cannot be read" in html and "unreachable" in html
 
 
-def _openshift_dashboard(client_as, standin, settings):
-    """The dashboard of the OpenShift driver against the stand-in API: the
-    catalog by exec in the backup pod, Patroni from pods and the leader
-    ConfigMap.  Returns the page's HTML."""
+def _openshift_dashboard(client_as, openshift_real, settings):
+    """The dashboard of the OpenShift driver against the real API server behind
+    the stand-in: the catalog by exec in the backup pod (the stand-in's
+    handler), Patroni from the namespace's pods and leader ConfigMap.  Returns
+    the page's HTML."""
     from hcapadmin.core.platform import _cached
     from tests.test_logbackups import LOG_LISTING, LOG_POD
-    from tests.test_platform_openshift import EXEC, LISTING, NS, PODS, exit_status, pod, pod_list
+    from tests.test_platform_openshift import EXEC, LISTING, exit_status
 
     settings.PLATFORM = "openshift"
-    settings.OPENSHIFT_API_URL = standin.url
-    settings.OPENSHIFT_NAMESPACE = NS
-    settings.OPENSHIFT_TOKEN = "sa-token"
-    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
+    settings.OPENSHIFT_API_URL = openshift_real.url
+    settings.OPENSHIFT_NAMESPACE = openshift_real.namespace
+    settings.OPENSHIFT_TOKEN = openshift_real.portal_token
+    settings.OPENSHIFT_CA_FILE = openshift_real.ca_file
     _cached.cache_clear()  # a driver built now, under this test's environment
-
-    def pods(req):
-        selector = req.query.get("labelSelector", [""])[0]
-        if selector == "deploymentconfig=hcap-backup":
-            return 200, pod_list(pod("hcap-backup-3-x7k2p"))
-        if selector == "deploymentconfig=hcap-backup-mongo-log":
-            return 200, pod_list(pod(LOG_POD))
-        return 200, pod_list(
-            pod("hcap-patroni-0", annotations={"status": json.dumps({"role": "master", "state": "running"})}),
-            pod("hcap-patroni-1", annotations={"status": json.dumps({"role": "replica", "state": "running"})}))
 
     def listing(req, ws):
         ws.send_channel(1, LOG_LISTING if req.match["pod"] == LOG_POD else LISTING)
         ws.send_channel(3, exit_status(0))
 
-    standin.route("GET", PODS, pods)
-    standin.websocket(EXEC, listing)
-    standin.route("GET", rf"/api/v1/namespaces/{NS}/configmaps/hcap-patroni-leader",
-                  lambda req: (200, {"kind": "ConfigMap", "apiVersion": "v1",
-                                     "metadata": {"name": "hcap-patroni-leader",
-                                                  "annotations": {"leader": "hcap-patroni-0"}}}))
+    openshift_real.standin.websocket(EXEC, listing)
     try:
         return client_as("viewer").get("/").content.decode()
     finally:
         _cached.cache_clear()
 
 
-def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client_as, standin, settings):
-    html = _openshift_dashboard(client_as, standin, settings)
+def test_dashboard_on_openshift_reads_catalog_and_patroni_through_the_api(client_as, openshift_real, settings):
+    html = _openshift_dashboard(client_as, openshift_real, settings)
     assert "hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz" in html
     assert 'data-testid="cluster-leader">hcap-patroni-0<' in html and "hcap-patroni-1" in html
     assert "1 backup being written now." in html
     assert 'data-database="logs (MongoDB)" data-engine="mongo"' in html  # the log backup pod's newest too
     assert "hcap-mongodb-logs_2026-11-24_01-00-00.sql.gz" in html
-    assert all("sa-token" not in r.path for r in standin.requests)
+    assert all(openshift_real.portal_token not in r.path for r in openshift_real.standin.requests)
+    assert {r.bearer for r in openshift_real.standin.requests} == {openshift_real.portal_token}
 
 
-def test_openshift_driver_ignores_proxy_environment(client_as, standin, settings, monkeypatch):
+def test_openshift_driver_ignores_proxy_environment(client_as, openshift_real, settings, monkeypatch):
     """The service account token goes straight to the API: a proxy named in
     the environment (here a port nobody listens on) is used neither for REST
     calls nor for exec's websocket."""
@@ -129,6 +117,6 @@ def test_openshift_driver_ignores_proxy_environment(client_as, standin, settings
         monkeypatch.setenv(name, proxy)
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
-    html = _openshift_dashboard(client_as, standin, settings)
+    html = _openshift_dashboard(client_as, openshift_real, settings)
     assert "hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz" in html  # exec in the backup pod
     assert 'data-testid="cluster-leader">hcap-patroni-0<' in html  # REST calls

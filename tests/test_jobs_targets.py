@@ -8,28 +8,29 @@ import pytest
 from hcapadmin.jobs.models import Job
 from hcapadmin.jobs.services import default_target
 from tests.test_migrations import SAMPLE_ORDER, fresh_db  # noqa: F401  (fixture)
-from tests.test_migrations_openshift import NS, install_pod, pod_folder  # noqa: F401  (fixture)
+from tests.harness.kubeapi import kube_api, openshift_real  # noqa: F401  (fixtures)
+from tests.test_migrations_openshift import install_pod, pod_folder  # noqa: F401  (fixture)
 
 
-def _openshift(settings, standin, url):
+def _openshift(settings, openshift_real, url):
     settings.PLATFORM = "openshift"
-    settings.OPENSHIFT_API_URL = standin.url
-    settings.OPENSHIFT_NAMESPACE = NS
-    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
-    settings.OPENSHIFT_TOKEN = "sa-token"
+    settings.OPENSHIFT_API_URL = openshift_real.url
+    settings.OPENSHIFT_NAMESPACE = openshift_real.namespace
+    settings.OPENSHIFT_CA_FILE = openshift_real.ca_file
+    settings.OPENSHIFT_TOKEN = openshift_real.portal_token
     settings.MANAGED_DATABASE_URL = url  # on OpenShift: only to read pgmigrations
 
 
 @pytest.mark.django_db
-def test_backup_and_migration_apply_lock_the_same_name_on_openshift(standin, pod_folder, fresh_db, settings,  # noqa: F811
+def test_backup_and_migration_apply_lock_the_same_name_on_openshift(openshift_real, pod_folder, fresh_db, settings,  # noqa: F811
                                                                     client_as):
     from hcapadmin.audit.models import AuditEvent
 
     dbname, url, _ = fresh_db
     assert dbname != "hcap"  # the URL names another database than the default target
     (pod_folder / "1630000000000_broken-backfill.js").unlink()
-    install_pod(standin, pod_folder, db_url=url)
-    _openshift(settings, standin, url)
+    install_pod(openshift_real, pod_folder, db_url=url)
+    _openshift(settings, openshift_real, url)
     client = client_as("admin")
     assert client.post("/backups/run/", {"confirm": "yes"}).status_code == 302
     assert client.post("/migrations/apply/", {"confirm": "apply", "expected": SAMPLE_ORDER[:5]}).status_code == 302
@@ -41,12 +42,12 @@ def test_backup_and_migration_apply_lock_the_same_name_on_openshift(standin, pod
 
 
 @pytest.mark.django_db
-def test_the_target_setting_names_the_lock_for_every_kind(standin, pod_folder, fresh_db, settings,  # noqa: F811
+def test_the_target_setting_names_the_lock_for_every_kind(openshift_real, pod_folder, fresh_db, settings,  # noqa: F811
                                                           client_as):
     _, url, _ = fresh_db
     (pod_folder / "1630000000000_broken-backfill.js").unlink()
-    install_pod(standin, pod_folder, db_url=url)
-    _openshift(settings, standin, url)
+    install_pod(openshift_real, pod_folder, db_url=url)
+    _openshift(settings, openshift_real, url)
     settings.TARGET_DATABASE = "hcap-prod"
     client = client_as("admin")
     assert client.post("/backups/run/", {"confirm": "yes"}).status_code == 302

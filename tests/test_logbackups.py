@@ -19,9 +19,10 @@ from hcapadmin.backups.models import BackupVerification
 from hcapadmin.jobs.models import Job
 from ops import backups, logbackups
 from ops.backups import VerifyFailed
+from tests.harness.kubeapi import LOG_BACKUP_POD, kube_api, openshift_real  # noqa: F401
 from tests.test_backups_pages import put
 
-LOG_POD = "hcap-backup-mongo-log-2-q8w4z"
+LOG_POD = LOG_BACKUP_POD
 LOG_NEW = "hcap-mongodb-logs_2026-11-25_09-10-00.sql.gz"
 LOG_LISTING = (
     "daily/2026-11-24/hcap-mongodb-logs_2026-11-24_01-00-00.sql.gz\t812000\n"
@@ -252,45 +253,30 @@ def exit_status(code):
 
 
 @pytest.fixture
-def log_pod(standin):
-    """The namespace's pods: the PostgreSQL backup pod and the log backup pod
-    (each under its DeploymentConfig's label); execs are recorded per pod."""
-    from tests.test_platform_openshift import NS, PODS, POD, pod, pod_list
-
-    seen = {"selectors": [], "execs": []}
-
-    def pods(req):
-        selector = req.query.get("labelSelector", [""])[0]
-        seen["selectors"].append(selector)
-        if selector == "deploymentconfig=hcap-backup-mongo-log":
-            return 200, pod_list(pod(LOG_POD))
-        if selector == "deploymentconfig=hcap-backup":
-            return 200, pod_list(pod(POD))
-        return 200, pod_list()
-
-    standin.route("GET", PODS, pods)
-    seen["ns"] = NS
-    return seen
+def log_pod(openshift_real):
+    """The real API server's namespace holds the PostgreSQL backup pod and the
+    log backup pod (each under its DeploymentConfig's label); execs are
+    recorded per pod."""
+    return {"execs": [], "ns": openshift_real.namespace}
 
 
-def _openshift(settings, standin):
+def _openshift(settings, openshift_real):
     from hcapadmin.core.platform import _cached
-    from tests.test_platform_openshift import NS
 
     settings.PLATFORM = "openshift"
-    settings.OPENSHIFT_API_URL = standin.url
-    settings.OPENSHIFT_NAMESPACE = NS
-    settings.OPENSHIFT_TOKEN = "sa-token"
-    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
+    settings.OPENSHIFT_API_URL = openshift_real.url
+    settings.OPENSHIFT_NAMESPACE = openshift_real.namespace
+    settings.OPENSHIFT_TOKEN = openshift_real.portal_token
+    settings.OPENSHIFT_CA_FILE = openshift_real.ca_file
     _cached.cache_clear()
 
 
 @pytest.mark.django_db
-def test_openshift_manual_log_backup_and_verify_run_backup_sh_in_the_log_backup_pod(client_as, standin, log_pod,
+def test_openshift_manual_log_backup_and_verify_run_backup_sh_in_the_log_backup_pod(client_as, openshift_real, log_pod,
                                                                                     settings, run_jobs):
     from tests.test_platform_openshift import EXEC, LISTING
 
-    _openshift(settings, standin)
+    _openshift(settings, openshift_real)
     verify_outcome = {"lines": ["Restoring from backup ...", "Verification Summary:",
                                 " - /backups/daily/2026-11-24/hcap-mongodb-logs_2026-11-24_01-00-00.sql.gz: "
                                 "Status: PASSED"], "code": 0}
@@ -311,7 +297,7 @@ def test_openshift_manual_log_backup_and_verify_run_backup_sh_in_the_log_backup_
             ws.send_channel(1, listing)
             ws.send_channel(3, exit_status(0))
 
-    standin.websocket(EXEC, handler)
+    openshift_real.standin.websocket(EXEC, handler)
     try:
         client = client_as("admin")
         catalog = client.get("/api/v1/backups").json()
@@ -337,7 +323,7 @@ def test_openshift_manual_log_backup_and_verify_run_backup_sh_in_the_log_backup_
             (LOG_POD, ["./backup.sh", "-1"]),
             (LOG_POD, ["./backup.sh", "-v", "all", "-f",
                        "/backups/daily/2026-11-24/hcap-mongodb-logs_2026-11-24_01-00-00.sql.gz"])])
-        assert "sa-token" not in backup_job.log + verify_job.log
+        assert openshift_real.portal_token not in backup_job.log + verify_job.log
         assert BackupVerification.objects.get(backup_name="hcap-mongodb-logs_2026-11-24_01-00-00.sql.gz").ok
         # backup.sh -v saying FAILED fails the verification, recorded against the log backup
         verify_outcome.update(lines=["mongorestore: error restoring: EOF", "Status: FAILED"], code=1)
@@ -353,17 +339,13 @@ def test_openshift_manual_log_backup_and_verify_run_backup_sh_in_the_log_backup_
         _cached.cache_clear()
 
 
-def test_openshift_log_pod_missing_is_a_clear_error(standin):
+def test_openshift_log_pod_missing_is_a_clear_error(openshift_real):
     from ops.errors import Unavailable
-    from ops.platform.openshift import OpenShiftDriver
-    from tests.test_platform_openshift import NS, PODS, pod_list
 
-    standin.route("GET", PODS, lambda req: (200, pod_list()))
-    driver = OpenShiftDriver(api_url=standin.url, namespace=NS, token="sa-token", ca_file=str(standin.ca_file),
-                             log_backup_name="hcap-backup-mongo-log")
+    driver = openshift_real.driver(log_backup_name="hcap-backup-mongo-log-absent")
     with pytest.raises(Unavailable) as info:
         driver.list_log_backups()
-    assert "no running log backup pod (label deploymentconfig=hcap-backup-mongo-log)" in str(info.value)
+    assert "no running log backup pod (label deploymentconfig=hcap-backup-mongo-log-absent)" in str(info.value)
 
 
 def test_sandbox_seeds_log_backups_that_pass_the_structural_check(tmp_path, settings):

@@ -1,4 +1,7 @@
-"""OpenShift token login against the stand-in API over TLS (issue 3)."""
+"""OpenShift token login over TLS: identity and access reviews from a real
+kube-apiserver behind the stand-in API (``real_identities``), or from the
+stand-in's own routes where a test revokes a token or changes groups
+mid-test (``openshift_identities``)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from django.db import connection
 
 from hcapadmin.accounts.openshift import LoginInputError, parse_login_input, same_server
 from hcapadmin.audit.models import AuditEvent
+from tests.harness.kubeapi import kube_api, openshift_real, real_identities  # noqa: F401  (fixtures)
 from tests.harness.openshift import status_body
 
 
@@ -63,11 +67,11 @@ def test_login_page_says_which_logins_are_active(client, settings, openshift_ide
 
 
 @pytest.mark.django_db
-def test_token_login_sets_role_and_audits(client, openshift_identities, standin):
-    token = openshift_identities.ADMIN
+def test_token_login_sets_role_and_audits(client, real_identities, standin):
+    token = real_identities.ADMIN
     response = client.post("/login/", {"token": token, "next": "/"})
     assert response.status_code == 302 and response["Location"] == "/"
-    calls = openshift_identities.calls()
+    calls = real_identities.calls()
     assert len(calls) == 1 and calls[0].bearer == token and calls[0].method == "POST"
     assert calls[0].json["kind"] == "SelfSubjectReview"
     page = client.get("/")
@@ -79,8 +83,8 @@ def test_token_login_sets_role_and_audits(client, openshift_identities, standin)
 
 
 @pytest.mark.django_db
-def test_login_command_for_configured_server(client, openshift_identities, standin):
-    command = f"oc login --token={openshift_identities.AUDITOR} --server={standin.url}"
+def test_login_command_for_configured_server(client, real_identities, standin):
+    command = f"oc login --token={real_identities.AUDITOR} --server={standin.url}"
     response = client.post("/login/", {"token": command})
     assert response.status_code == 302
     assert b"auditor" in client.get("/").content
@@ -100,13 +104,11 @@ def test_other_server_is_refused_before_anything_is_sent(client, openshift_ident
 
 
 @pytest.mark.django_db
-def test_fallback_to_users_tilde_when_selfsubjectreview_is_not_served(client, settings, standin):
-    settings.OPENSHIFT_API_URL = standin.url
-    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
-    from tests.conftest import OpenShiftIdentities
-
-    ids = OpenShiftIdentities(standin).install(selfsubjectreview=False)
-    response = client.post("/login/", {"token": ids.VIEWER})
+def test_fallback_to_users_tilde_when_selfsubjectreview_is_not_served(client, real_identities, standin):
+    # an older cluster: no SelfSubjectReview; users/~ answers from the real server's identity
+    standin.route("POST", r"/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                  lambda req: (404, status_body(404, "the server could not find the requested resource", "NotFound")))
+    response = client.post("/login/", {"token": real_identities.VIEWER})
     assert response.status_code == 302
     paths = [r.path for r in standin.requests]
     assert paths == ["/apis/authentication.k8s.io/v1/selfsubjectreviews", "/apis/user.openshift.io/v1/users/~"]
@@ -114,33 +116,33 @@ def test_fallback_to_users_tilde_when_selfsubjectreview_is_not_served(client, se
 
 
 @pytest.mark.django_db
-def test_errors_are_told_apart(client, settings, openshift_identities, standin):
+def test_errors_are_told_apart(client, settings, real_identities, standin):
     # 401: bad or expired token
     response = client.post("/login/", {"token": "sha256~expired-token"})
     assert response.status_code == 401 and b"wrong, expired or revoked" in response.content
     # 403: the API refuses
     standin.route("POST", r"/apis/authentication.k8s.io/v1/selfsubjectreviews",
                   lambda req: (403, status_body(403, "forbidden", "Forbidden")))
-    response = client.post("/login/", {"token": openshift_identities.ADMIN})
+    response = client.post("/login/", {"token": real_identities.ADMIN})
     assert response.status_code == 403 and b"403 Forbidden" in response.content
     # TLS failure: the configured CA does not match the server's certificate
     settings.OPENSHIFT_CA_FILE = None
-    response = client.post("/login/", {"token": openshift_identities.ADMIN})
+    response = client.post("/login/", {"token": real_identities.ADMIN})
     assert response.status_code == 503 and b"TLS certificate could not be verified" in response.content
     # unreachable
     from devtools.services import free_port
 
     settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
     settings.OPENSHIFT_API_URL = f"https://127.0.0.1:{free_port()}"
-    response = client.post("/login/", {"token": openshift_identities.ADMIN})
+    response = client.post("/login/", {"token": real_identities.ADMIN})
     assert response.status_code == 503 and b"cannot be reached" in response.content
     reasons = [e.details["reason"] for e in events("login.failure")]
     assert reasons == ["token_rejected", "api_forbidden", "api_unavailable", "api_unavailable"]
 
 
 @pytest.mark.django_db
-def test_user_without_role_is_refused_clearly(client, openshift_identities):
-    response = client.post("/login/", {"token": openshift_identities.NOROLE})
+def test_user_without_role_is_refused_clearly(client, real_identities):
+    response = client.post("/login/", {"token": real_identities.NOROLE})
     assert response.status_code == 403
     assert b"OpenShift knows you as nora, but none of your groups grants a role" in response.content
     assert client.get("/").status_code == 302  # not logged in
@@ -188,10 +190,10 @@ def test_hostile_input_on_local_form(client, demo_users):
 
 
 @pytest.mark.django_db
-def test_token_never_stored_logged_or_shown(client, openshift_identities, caplog):
+def test_token_never_stored_logged_or_shown(client, real_identities, caplog):
     caplog.set_level(logging.DEBUG)
-    token = openshift_identities.ADMIN
-    response = client.post("/login/", {"token": f"oc login --token={token} --server={openshift_identities.standin.url}"})
+    token = real_identities.ADMIN
+    response = client.post("/login/", {"token": f"oc login --token={token} --server={real_identities.standin.url}"})
     assert response.status_code == 302
     page = client.get("/")
     failed = client.post("/login/", {"token": "sha256~not-a-valid-token-zzz"})
@@ -223,8 +225,8 @@ def test_token_never_stored_logged_or_shown(client, openshift_identities, caplog
 
 
 @pytest.mark.django_db
-def test_logout_ends_token_session(client, openshift_identities):
-    client.post("/login/", {"token": openshift_identities.ADMIN})
+def test_logout_ends_token_session(client, real_identities):
+    client.post("/login/", {"token": real_identities.ADMIN})
     assert Session.objects.count() == 1
     response = client.post("/logout/")
     assert response.status_code == 302 and response["Location"] == "/login/"
@@ -235,9 +237,9 @@ def test_logout_ends_token_session(client, openshift_identities):
 
 
 @pytest.mark.django_db
-def test_idle_session_expires_and_is_audited(client, settings, openshift_identities):
+def test_idle_session_expires_and_is_audited(client, settings, real_identities):
     settings.SESSION_IDLE_SECONDS = 60
-    client.post("/login/", {"token": openshift_identities.VIEWER})
+    client.post("/login/", {"token": real_identities.VIEWER})
     assert client.get("/").status_code == 200
     session = client.session
     session["hcap_last_seen"] -= 61
@@ -323,19 +325,48 @@ def test_access_reviews_confirm_roles(client, settings, openshift_identities, st
 
 
 @pytest.mark.django_db
-def test_token_failures_lock_out_the_client_address(client, settings, openshift_identities, standin):
+def test_access_reviews_confirm_roles_on_the_real_server(client, settings, real_identities):
+    """The real server's RBAC answers the access reviews: alice (hcap-admins) may
+    scale the server's DeploymentConfig in the namespace, vic (hcap-viewers) may get
+    pods; once the RoleBinding that lets hcap-admins scale is gone, alice has no role."""
+    import time
+
+    from hcapadmin.accounts.openshift import OpenShiftAuth
+
+    settings.ROLE_ACCESS_REVIEW = True
+    real = real_identities.real
+    assert client.post("/login/", {"token": real_identities.ADMIN}).status_code == 302
+    assert b'data-testid="user-roles">admin<' in client.get("/").content
+    client.post("/logout/")
+    assert client.post("/login/", {"token": real_identities.VIEWER}).status_code == 302
+    assert b'data-testid="user-roles">viewer<' in client.get("/").content
+    client.post("/logout/")
+    real.kube.admin("DELETE", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{real.namespace}"
+                              "/rolebindings/hcap-admins-scale")
+    auth = OpenShiftAuth(real.url, ca_file=real.ca_file)
+    deadline = time.monotonic() + 60  # the server's RBAC cache follows the deletion by itself
+    while auth.can(real_identities.ADMIN, namespace=real.namespace, verb="patch", group="apps.openshift.io",
+                   resource="deploymentconfigs", subresource="scale", name="hcap-server"):
+        assert time.monotonic() < deadline, "the RoleBinding's deletion never reached the authorizer"
+        time.sleep(0.05)
+    response = client.post("/login/", {"token": real_identities.ADMIN})
+    assert response.status_code == 403 and b"none of your groups grants a role" in response.content
+
+
+@pytest.mark.django_db
+def test_token_failures_lock_out_the_client_address(client, settings, real_identities, standin):
     settings.AXES_FAILURE_LIMIT = 3
     for i in range(3):
         response = client.post("/login/", {"token": f"sha256~wrong-{i}"}, REMOTE_ADDR="10.9.9.9")
     assert response.status_code == 429 and b"Too many failed attempts" in response.content
     sent = len(standin.requests)
-    response = client.post("/login/", {"token": openshift_identities.ADMIN}, REMOTE_ADDR="10.9.9.9")
+    response = client.post("/login/", {"token": real_identities.ADMIN}, REMOTE_ADDR="10.9.9.9")
     assert response.status_code == 429
     assert len(standin.requests) == sent  # a locked-out client's token is not even checked
     lockouts = events("login.lockout")
     assert len(lockouts) == 2 and lockouts[0].source_ip == "10.9.9.9"
     # another client address is not affected
-    response = client.post("/login/", {"token": openshift_identities.ADMIN}, REMOTE_ADDR="10.9.9.10")
+    response = client.post("/login/", {"token": real_identities.ADMIN}, REMOTE_ADDR="10.9.9.10")
     assert response.status_code == 302
 
 
@@ -360,8 +391,8 @@ def test_request_body_too_big_is_400_not_500(client, openshift_identities, stand
 
 
 @pytest.mark.django_db
-def test_switching_from_token_to_local_login_drops_the_token(client, openshift_identities, demo_users):
-    client.post("/login/", {"token": openshift_identities.ADMIN})
+def test_switching_from_token_to_local_login_drops_the_token(client, real_identities, demo_users):
+    client.post("/login/", {"token": real_identities.ADMIN})
     response = client.post("/login/", {"username": "auditor", "password": "pw-demo"})
     assert response.status_code == 302
     assert b'data-testid="user-name">auditor<' in client.get("/").content
@@ -416,11 +447,11 @@ def test_export_rechecks_roles_like_a_state_change(client, settings, openshift_i
 
 
 @pytest.mark.django_db
-def test_export_refused_while_openshift_cannot_be_reached(client, settings, openshift_identities):
+def test_export_refused_while_openshift_cannot_be_reached(client, settings, real_identities):
     from devtools.services import free_port
 
     settings.ROLE_RECHECK_SECONDS = 0
-    client.post("/login/", {"token": openshift_identities.ADMIN})
+    client.post("/login/", {"token": real_identities.ADMIN})
     exports_before = AuditEvent.objects.filter(action__in=("logs.export", "audit.export")).count()
     settings.OPENSHIFT_API_URL = f"https://127.0.0.1:{free_port()}"  # nobody answers there
     response = client.get("/logs/export?format=csv")

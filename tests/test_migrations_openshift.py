@@ -1,12 +1,15 @@
-"""The openshift source: files listed and read by exec in the server pod, over
-the stand-in API's real websocket exec.  The stand-in "pod" runs the argv it
-receives (find, cat, npm) for real on a local folder mapped to the pod path."""
+"""The openshift source: files listed and read by exec in the server pod.  The
+pods, RBAC and exec authorisation are a real kube-apiserver's (behind the
+stand-in API); exec itself is the stand-in's websocket handler, whose "pod"
+runs the argv it receives (find, cat, npm) for real on a local folder mapped
+to the pod path."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,42 +17,23 @@ import pytest
 from ops import errors
 from ops.migrations import applied, sources
 from ops.migrations import report as reports
-from ops.platform.openshift import OpenShiftDriver
+from tests.harness.kubeapi import BACKUP_POD, SERVER_POD, kube_api, mark_ready, openshift_real  # noqa: F401
 from tests.test_migrations import FIXTURE, NODE_PG_MIGRATE, SAMPLE_ORDER, fresh_db, run_tool  # noqa: F401
 
 POD_DIR = "/opt/app-root/src/server/migrations"
-NS = "hcap-test"
+EXEC = r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/]+)/exec"
 
 
-BACKUP_POD = ("hcap-backup-2-qwert", "2026-01-01T00:00:00Z", "Running")
-
-
-def _pod_list(req, pods):
-    selector = (req.query.get("labelSelector") or [""])[0]
-    if selector == "deploymentconfig=hcap-backup":
-        chosen, dc = [BACKUP_POD], "hcap-backup"
-    elif selector == "deploymentconfig=hcap-server":
-        chosen, dc = pods, "hcap-server"
-    else:
-        chosen, dc = [], ""
-    items = [{"metadata": {"name": name, "namespace": NS, "creationTimestamp": created,
-                           "labels": {"deploymentconfig": dc}},
-              "status": {"phase": phase}}
-             for name, created, phase in chosen]
-    return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
-
-
-def install_pod(standin, local_dir: Path, pods=(("hcap-server-7-abcde", "2026-01-01T00:00:00Z", "Running"),),
-                db_url: str | None = None):
-    """Route pod listing and exec; exec runs the argv with the pod path mapped to local_dir."""
+def install_pod(openshift_real, local_dir: Path, db_url: str | None = None):
+    """Route exec: the argv runs with the pod path mapped to local_dir.  The
+    pods themselves (hcap-server-7-abcde, the backup pod) are the real server's."""
     seen = []
-    standin.route("GET", rf"/api/v1/namespaces/{NS}/pods", lambda req: _pod_list(req, pods))
 
     def exec_handler(req, ws):
         argv = req.query["command"]
         seen.append((req.match["pod"], list(argv)))
         if argv == ["./backup.sh", "-1"]:
-            assert req.match["pod"] == BACKUP_POD[0]
+            assert req.match["pod"] == BACKUP_POD
             ws.send_channel(1, "Backing up 'hcap-patroni:5432/hcap' ...\nDatabase backup complete.\n")
             ws.send_channel(3, '{"metadata":{},"status":"Success"}')
             return
@@ -73,7 +57,7 @@ def install_pod(standin, local_dir: Path, pods=(("hcap-server-7-abcde", "2026-01
             ws.send_channel(3, '{"metadata":{},"status":"Failure","reason":"NonZeroExitCode","details":{"causes":'
                                f'[{{"reason":"ExitCode","message":"{proc.returncode}"}}]}}}}')
 
-    standin.websocket(rf"/api/v1/namespaces/{NS}/pods/(?P<pod>[^/]+)/exec", exec_handler)
+    openshift_real.standin.websocket(EXEC, exec_handler)
     return seen
 
 
@@ -84,25 +68,24 @@ def pod_folder(tmp_path):
     return folder
 
 
-def driver_for(standin, pod_dir=POD_DIR):
-    return OpenShiftDriver(api_url=standin.url, namespace=NS, token="sa-token", ca_file=str(standin.ca_file),
-                           migrations_pod_dir=pod_dir)
+def driver_for(openshift_real, pod_dir=POD_DIR):
+    return openshift_real.driver(migrations_pod_dir=pod_dir)
 
 
-def test_pod_source_lists_like_the_tool(standin, pod_folder, fresh_db):  # noqa: F811
+def test_pod_source_lists_like_the_tool(openshift_real, pod_folder, fresh_db):  # noqa: F811
     _, url, conninfo = fresh_db
     (pod_folder / "odd name with space_x.js").write_text("exports.up = () => {};\n")
     os.symlink(pod_folder / "1590000000000_applicants.js", pod_folder / "1580000000000_linked.js")
-    seen = install_pod(standin, pod_folder)
-    source = driver_for(standin)
+    seen = install_pod(openshift_real, pod_folder)
+    source = driver_for(openshift_real)
     listing = source.migration_files()
     local = sources.LocalFolder(str(pod_folder)).migration_files().names
     assert sorted(listing.names) == sorted(local)
     assert "assets" not in listing.names and ".gitkeep" not in listing.names
     assert "odd name with space_x.js" in listing.names and "1580000000000_linked.js" in listing.names
-    assert listing.pod == "hcap-server-7-abcde" and listing.location == f"pod hcap-server-7-abcde:{POD_DIR}"
+    assert listing.pod == SERVER_POD and listing.location == f"pod {SERVER_POD}:{POD_DIR}"
     pod, argv = seen[0]
-    assert pod == "hcap-server-7-abcde"
+    assert pod == SERVER_POD
     assert argv[:2] == ["find", POD_DIR + "/"] and "-printf" in argv
     text = source.read_migration("1600000000000_employer-expressions.sql", listing)
     assert text == (pod_folder / "1600000000000_employer-expressions.sql").read_text()
@@ -116,48 +99,56 @@ def test_pod_source_lists_like_the_tool(standin, pod_folder, fresh_db):  # noqa:
     (pod_folder / "odd name with space_x.js").unlink()
     (pod_folder / "1580000000000_linked.js").unlink()
     assert run_tool(pod_folder, url, "up", "2")[0] == 0
-    report = reports.build_report(driver_for(standin), conninfo, "pgmigrations", "public")
+    report = reports.build_report(driver_for(openshift_real), conninfo, "pgmigrations", "public")
     assert report.complete
     assert [i.name for i in report.by_status(reports.APPLIED)] == SAMPLE_ORDER[:2]
     assert [i.name for i in report.by_status(reports.PENDING)] == SAMPLE_ORDER[2:]
-    assert "hcap-server-7-abcde" in report.source
+    assert SERVER_POD in report.source
 
 
-def test_pod_source_errors(standin, tmp_path):
-    install_pod(standin, tmp_path / "not-there")
-    with pytest.raises(sources.SourceMissing, match="does not exist in pod hcap-server-7-abcde"):
-        driver_for(standin).migration_files()
-    standin.clear()
-    install_pod(standin, tmp_path, pods=(("hcap-server-6-old", "2026-01-01T00:00:00Z", "Failed"),))
+def test_pod_source_errors(openshift_real, tmp_path):
+    install_pod(openshift_real, tmp_path / "not-there")
+    with pytest.raises(sources.SourceMissing, match=f"does not exist in pod {SERVER_POD}"):
+        driver_for(openshift_real).migration_files()
+    openshift_real.kube.admin("PATCH", f"/api/v1/namespaces/{openshift_real.namespace}/pods/{SERVER_POD}/status",
+                              {"status": {"phase": "Failed"}}, content_type="application/merge-patch+json")
     with pytest.raises(sources.SourceMissing, match="no running server pod"):
-        driver_for(standin).migration_files()
-    standin.clear()
+        driver_for(openshift_real).migration_files()
     with pytest.raises(errors.Invalid):
-        driver_for(standin, "relative/path")
+        driver_for(openshift_real, "relative/path")
 
 
-def test_pod_source_picks_newest_running_pod(standin, pod_folder):
-    seen = install_pod(standin, pod_folder, pods=(("hcap-server-7-new", "2026-02-01T00:00:00Z", "Running"),
-                                                  ("hcap-server-6-old", "2026-01-01T00:00:00Z", "Running")))
-    driver_for(standin).migration_files()
-    assert seen[0][0] == "hcap-server-7-new"
+def test_pod_source_picks_newest_running_pod(openshift_real, pod_folder):
+    kube, ns = openshift_real.kube, openshift_real.namespace
+    seen = install_pod(openshift_real, pod_folder)
+    # creationTimestamp has one-second resolution: the new pod is created once the clock
+    # has left the old pod's second, and its name sorts first, so only its age can pick it
+    old = kube.admin("GET", f"/api/v1/namespaces/{ns}/pods/{SERVER_POD}")["metadata"]["creationTimestamp"]
+    while time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) <= old:
+        time.sleep(0.05)
+    kube.admin("POST", f"/api/v1/namespaces/{ns}/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "hcap-server-0-newest", "labels": {"app": "hcap-server", "deploymentconfig": "hcap-server"}},
+        "spec": {"containers": [{"name": "hcap-server", "image": "hcap-server:latest"}]}})
+    mark_ready(kube, ns, "hcap-server-0-newest", "10.1.0.77")
+    driver_for(openshift_real).migration_files()
+    assert seen[0][0] == "hcap-server-0-newest"
 
 
-def test_pod_up_streams_the_tool_output(standin, pod_folder, fresh_db):  # noqa: F811
+def test_pod_up_streams_the_tool_output(openshift_real, pod_folder, fresh_db):  # noqa: F811
     _, url, conninfo = fresh_db
     (pod_folder / "1630000000000_broken-backfill.js").unlink()
-    install_pod(standin, pod_folder, db_url=url)
-    driver = driver_for(standin)
+    install_pod(openshift_real, pod_folder, db_url=url)
+    driver = driver_for(openshift_real)
     lines = []
     result = driver.migrate_up(driver.migration_files(), on_line=lines.append)
     assert result.returncode == 0, result.output
-    assert lines[0] == f"$ npm --prefix {Path(POD_DIR).parent} run migrate up   (in pod hcap-server-7-abcde)"
+    assert lines[0] == f"$ npm --prefix {Path(POD_DIR).parent} run migrate up   (in pod {SERVER_POD})"
     assert "Migrations complete!" in lines
     assert [r.name for r in applied.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
 
 
 @pytest.mark.django_db
-def test_openshift_page_and_apply_job(standin, pod_folder, fresh_db, settings, client_as, run_jobs):  # noqa: F811
+def test_openshift_page_and_apply_job(openshift_real, pod_folder, fresh_db, settings, client_as, run_jobs):  # noqa: F811
     """PLATFORM=openshift end to end: the page lists the pod's files; the job
     backs up with backup.sh in the backup pod, then runs `npm run migrate up`
     by exec in the server pod; its output lands in the job log."""
@@ -166,17 +157,17 @@ def test_openshift_page_and_apply_job(standin, pod_folder, fresh_db, settings, c
     _, url, conninfo = fresh_db
     (pod_folder / "1630000000000_broken-backfill.js").unlink()
     assert run_tool(pod_folder, url, "up", "1")[0] == 0
-    seen = install_pod(standin, pod_folder, db_url=url)
+    seen = install_pod(openshift_real, pod_folder, db_url=url)
     settings.PLATFORM = "openshift"
-    settings.OPENSHIFT_API_URL = standin.url
-    settings.OPENSHIFT_NAMESPACE = NS
-    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
-    settings.OPENSHIFT_TOKEN = "sa-token"
+    settings.OPENSHIFT_API_URL = openshift_real.url
+    settings.OPENSHIFT_NAMESPACE = openshift_real.namespace
+    settings.OPENSHIFT_CA_FILE = openshift_real.ca_file
+    settings.OPENSHIFT_TOKEN = openshift_real.portal_token
     settings.MANAGED_DATABASE_URL = url
     client = client_as("admin")
     html = client.get("/migrations/").content.decode()
     assert "4 pending; the next deploy will apply them." in html
-    assert f"pod hcap-server-7-abcde:{POD_DIR}" in html
+    assert f"pod {SERVER_POD}:{POD_DIR}" in html
     detail = client.get("/migrations/1600000000000_employer-expressions/").content.decode()
     assert "employer_expressions" in detail and "<code>down</code> at line 8" in detail
     response = client.post("/migrations/apply/", {"confirm": "apply", "expected": SAMPLE_ORDER[1:5]})
@@ -191,4 +182,4 @@ def test_openshift_page_and_apply_job(standin, pod_folder, fresh_db, settings, c
     assert argvs.index(["./backup.sh", "-1"]) < argvs.index(["npm", "--prefix", "/opt/app-root/src/server", "run",
                                                              "migrate", "up"])
     assert [r.name for r in applied.read_applied(conninfo).rows] == SAMPLE_ORDER[:5]
-    assert all(req.bearer == "sa-token" for req in standin.requests)
+    assert {req.bearer for req in openshift_real.standin.requests} == {openshift_real.portal_token}

@@ -1,5 +1,6 @@
-"""The OpenShift driver's backup operations against the stand-in API over
-real HTTPS and the websocket exec channel protocol."""
+"""The OpenShift driver's backup operations against a real kube-apiserver
+behind the stand-in API (pods, ConfigMaps, RBAC), over real HTTPS; exec in the
+backup pod is the stand-in's, over the websocket channel protocol."""
 
 from __future__ import annotations
 
@@ -10,13 +11,10 @@ import pytest
 
 from ops.backups import VerifyFailed, find_argv
 from ops.errors import Forbidden, NotFound, OpsError, Unavailable
-from ops.platform.openshift import OpenShiftDriver
-from tests.harness.openshift import status_body
+from tests.harness.kubeapi import BACKUP_POD, kube_api, mark_ready, openshift_real  # noqa: F401  (fixtures)
 
-NS = "hcap-prod"
-POD = "hcap-backup-3-x7k2p"
-EXEC = rf"/api/v1/namespaces/{NS}/pods/(?P<pod>[^/]+)/exec"
-PODS = rf"/api/v1/namespaces/{NS}/pods"
+EXEC = r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/]+)/exec"
+POD = BACKUP_POD
 NEW = "hcap-patroni-hcap_2026-11-25_08-50-00.sql.gz"
 LISTING = (
     "daily/2026-11-24/hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz\t5242880\n"
@@ -27,15 +25,6 @@ LISTING = (
 )
 
 
-def pod(name, phase="Running", annotations=None, created="2026-11-20T00:00:00Z"):
-    return {"metadata": {"name": name, "namespace": NS, "creationTimestamp": created, "annotations": annotations or {}},
-            "status": {"phase": phase, "podIP": "10.1.0.7"}}
-
-
-def pod_list(*items):
-    return {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": list(items)}
-
-
 def exit_status(code):
     if code == 0:
         return '{"metadata":{},"status":"Success"}'
@@ -44,23 +33,13 @@ def exit_status(code):
 
 
 @pytest.fixture
-def driver(standin):
-    return OpenShiftDriver(api_url=standin.url, namespace=NS, token="sa-token", ca_file=str(standin.ca_file))
+def driver(openshift_real):
+    """The portal's driver with its service account token, through the
+    stand-in (the ``standin`` fixture, forwarding) to the real server."""
+    return openshift_real.driver()
 
 
-@pytest.fixture
-def backup_pod(standin):
-    seen = {}
-
-    def pods(req):
-        seen["selector"] = req.query.get("labelSelector", [""])[0]
-        return 200, pod_list(pod(POD), pod("hcap-backup-2-old", phase="Succeeded"))
-
-    standin.route("GET", PODS, pods)
-    return seen
-
-
-def test_listing_runs_find_as_argv_and_parses_lines_split_across_frames(standin, driver, backup_pod):
+def test_listing_runs_find_as_argv_and_parses_lines_split_across_frames(openshift_real, standin, driver):
     commands = []
 
     def handler(req, ws):
@@ -71,15 +50,16 @@ def test_listing_runs_find_as_argv_and_parses_lines_split_across_frames(standin,
 
     standin.websocket(EXEC, handler)
     entries = driver.list_backups()
-    assert backup_pod["selector"] == "deploymentconfig=hcap-backup"
+    listings = [r for r in standin.requests if r.path == f"/api/v1/namespaces/{openshift_real.namespace}/pods"]
+    assert [r.query["labelSelector"] for r in listings] == [["deploymentconfig=hcap-backup"]]
     assert commands == [find_argv("/backups")]
     assert [(e.kind, e.size_bytes, e.in_progress) for e in entries] == [
         ("daily", 1000, True), ("daily", 5242880, False), ("weekly", 5100000, False), ("monthly", 4900000, False)]
     assert entries[1].path == "/backups/daily/2026-11-24/hcap-patroni-hcap_2026-11-24_01-00-00.sql.gz"
-    assert standin.requests[-1].bearer == "sa-token"
+    assert {r.bearer for r in standin.requests} == {openshift_real.portal_token}
 
 
-def test_manual_backup_streams_backup_sh_output_as_it_arrives(standin, driver, backup_pod):
+def test_manual_backup_streams_backup_sh_output_as_it_arrives(standin, driver):
     first_logged = threading.Event()
     streamed = []
 
@@ -115,7 +95,7 @@ def test_manual_backup_streams_backup_sh_output_as_it_arrives(standin, driver, b
     assert streamed == [True]  # the first line was logged before the rest existed
 
 
-def test_backup_sh_failing_is_a_clear_error(standin, driver, backup_pod):
+def test_backup_sh_failing_is_a_clear_error(standin, driver):
     def handler(req, ws):
         ws.send_channel(1, "Backing up ...\n")
         ws.send_channel(2, "pg_dump: error: connection to server failed: FATAL: too many connections\n")
@@ -128,28 +108,45 @@ def test_backup_sh_failing_is_a_clear_error(standin, driver, backup_pod):
     assert "too many connections" in str(info.value)
 
 
-def test_no_running_backup_pod(standin, driver):
-    standin.route("GET", PODS, lambda req: (200, pod_list(pod("hcap-backup-2-old", phase="Failed"))))
+def test_no_running_backup_pod(openshift_real, driver):
+    kube, ns = openshift_real.kube, openshift_real.namespace
+    kube.admin("PATCH", f"/api/v1/namespaces/{ns}/pods/{POD}/status", {"status": {"phase": "Failed"}},
+               content_type="application/merge-patch+json")
     with pytest.raises(Unavailable) as info:
         driver.list_backups()
     assert "no running backup pod" in str(info.value)
 
 
-def test_pod_gone_between_listing_and_exec(standin, driver, backup_pod):
-    # no websocket route: the exec upgrade answers 404, as for a deleted pod
-    with pytest.raises(NotFound):
-        driver.list_backups()
+def test_pod_gone_between_listing_and_exec(openshift_real, standin, driver):
+    ran = []
+    standin.websocket(EXEC, lambda req, ws: ran.append(req.path))
+    pod_name = driver.backup_pod()
+    openshift_real.kube.admin("DELETE", f"/api/v1/namespaces/{openshift_real.namespace}/pods/{pod_name}")
+    with pytest.raises(NotFound):  # the real server no longer has the pod: its exec answers 404
+        driver.exec(pod_name, find_argv("/backups"))
+    assert ran == []
 
 
-def test_forbidden_service_account(standin, driver):
-    standin.route("GET", PODS, lambda req: (403, status_body(403, "pods is forbidden", "Forbidden")))
+def test_forbidden_service_account(openshift_real):
+    # nora's token: the real server's RBAC refuses listing pods (403)
+    driver = openshift_real.driver(token=openshift_real.token("nora"))
     with pytest.raises(Forbidden):
         driver.list_backups()
     with pytest.raises(Forbidden):
         driver.take_backup(log=lambda line: None)
 
 
-def test_verify_parses_backup_sh_outcome(standin, driver, backup_pod):
+def test_a_token_that_may_list_pods_but_not_exec_is_refused_exec(openshift_real, standin):
+    ran = []
+    standin.websocket(EXEC, lambda req, ws: ran.append(req.path))
+    driver = openshift_real.driver(token=openshift_real.token("vic"))  # hcap-viewers: get/list pods only
+    assert driver.backup_pod() == POD
+    with pytest.raises(Forbidden):
+        driver.list_backups()
+    assert ran == []
+
+
+def test_verify_parses_backup_sh_outcome(standin, driver):
     outcome = {}
 
     def handler(req, ws):
@@ -174,17 +171,21 @@ def test_verify_parses_backup_sh_outcome(standin, driver, backup_pod):
     assert "syntax error" in str(info.value)
 
 
-def test_cluster_state_from_pods_and_leader_configmap(standin, driver):
+def test_cluster_state_from_pods_and_leader_configmap(openshift_real, driver):
+    kube, ns = openshift_real.kube, openshift_real.namespace
     status = lambda role, state: json.dumps({"role": role, "state": state, "xlog_location": 123})  # noqa: E731
-    standin.route("GET", PODS, lambda req: (200, pod_list(
-        pod("hcap-patroni-0", annotations={"status": status("replica", "running")}),
-        pod("hcap-patroni-1", annotations={"status": status("master", "running")}),
-        pod("hcap-patroni-2", annotations={"status": "not json"}),
-    )) if req.query.get("labelSelector") == ["cluster-name=hcap-patroni"] else (400, status_body(400, "bad")))
-    standin.route("GET", rf"/api/v1/namespaces/{NS}/configmaps/hcap-patroni-leader",
-                  lambda req: (200, {"kind": "ConfigMap", "apiVersion": "v1",
-                                     "metadata": {"name": "hcap-patroni-leader",
-                                                  "annotations": {"leader": "hcap-patroni-1"}}}))
+    merge = "application/merge-patch+json"
+    for name, value in (("hcap-patroni-0", status("replica", "running")), ("hcap-patroni-1", status("master", "running")),
+                        ("hcap-patroni-2", "not json")):
+        kube.admin("PATCH", f"/api/v1/namespaces/{ns}/pods/{name}", {"metadata": {"annotations": {"status": value}}},
+                   content_type=merge)
+    kube.admin("PATCH", f"/api/v1/namespaces/{ns}/configmaps/hcap-patroni-leader",
+               {"metadata": {"annotations": {"leader": "hcap-patroni-1"}}}, content_type=merge)
+    # a pod of another cluster in the namespace is not a member
+    kube.admin("POST", f"/api/v1/namespaces/{ns}/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "other-patroni-0", "labels": {"cluster-name": "other-patroni"}},
+        "spec": {"containers": [{"name": "patroni", "image": "patroni:latest"}]}})
+    mark_ready(kube, ns, "other-patroni-0", "10.1.0.99")
     cluster = driver.cluster_state()
     assert cluster.mode == "patroni" and cluster.leader == "hcap-patroni-1"
     assert [(m.name, m.role, m.state) for m in cluster.members] == [
@@ -193,17 +194,17 @@ def test_cluster_state_from_pods_and_leader_configmap(standin, driver):
 
 
 @pytest.mark.django_db
-def test_manual_backup_job_on_openshift_streams_into_the_job_log(standin, backup_pod, run_jobs, settings):
+def test_manual_backup_job_on_openshift_streams_into_the_job_log(openshift_real, standin, run_jobs, settings):
     from django.test import RequestFactory
 
     from hcapadmin.accounts.principal import Principal
     from hcapadmin.jobs.services import submit
 
     settings.PLATFORM = "openshift"
-    settings.OPENSHIFT_API_URL = standin.url
-    settings.OPENSHIFT_NAMESPACE = NS
-    settings.OPENSHIFT_TOKEN = "sa-token"
-    settings.OPENSHIFT_CA_FILE = str(standin.ca_file)
+    settings.OPENSHIFT_API_URL = openshift_real.url
+    settings.OPENSHIFT_NAMESPACE = openshift_real.namespace
+    settings.OPENSHIFT_TOKEN = openshift_real.portal_token
+    settings.OPENSHIFT_CA_FILE = openshift_real.ca_file
 
     def handler(req, ws):
         if req.query["command"] == ["./backup.sh", "-1"]:
@@ -221,4 +222,5 @@ def test_manual_backup_job_on_openshift_streams_into_the_job_log(standin, backup
     assert job.status == "succeeded", job.error
     assert job.result["backup"] == NEW and job.result["size_bytes"] == 5300000
     assert f"Database backup written to /backups/daily/2026-11-25/{NEW}" in job.log
-    assert "sa-token" not in job.log
+    assert openshift_real.portal_token not in job.log
+    assert {r.bearer for r in standin.requests} == {openshift_real.portal_token}

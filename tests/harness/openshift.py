@@ -13,6 +13,10 @@ register handlers for the endpoints they exercise:
 
 Every request is recorded in ``api.requests`` (method, path, query, headers,
 body) so tests can check, for example, where a token was sent.
+
+``api.forward_to(Upstream(...))`` puts a real kube-apiserver behind it (the
+``openshift_real`` fixture of tests/harness/kubeapi.py): what no route serves
+goes there with the caller's token, and exec is first authorised there.
 """
 
 from __future__ import annotations
@@ -149,6 +153,9 @@ def _make_cert(directory: Path) -> tuple[Path, Path, Path]:
 
 
 class StandIn:
+    # A real API server behind the stand-in (see forward_to()); None: only routes.
+    upstream: "Upstream | None" = None
+
     def __init__(self, tls: bool = True):
         self.tls = tls
         self.routes: list[tuple[str, re.Pattern, object]] = []
@@ -209,6 +216,8 @@ class StandIn:
                         req.match = m.groupdict()
                         result = handler(req)
                         return self._respond(*result)
+                if standin.upstream is not None:  # see forward_to()
+                    return standin._forward_http(self, req)
                 self._respond(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                     "message": f"the server could not find the requested resource ({parts.path})",
                                     "reason": "NotFound", "code": 404})
@@ -232,6 +241,10 @@ class StandIn:
                 self.wfile.write(payload)
 
             def _upgrade(self, req):
+                if standin.upstream is not None:  # see forward_to()
+                    refusal = standin._exec_refusal(req)
+                    if refusal is not None:
+                        return self._respond(*refusal)
                 for pattern, handler in list(standin.ws_routes):
                     m = pattern.match(req.path)
                     if m:
@@ -274,6 +287,74 @@ class StandIn:
         self._thread.start()
         return self
 
+    # -- a real API server behind the stand-in -----------------------------------
+    def forward_to(self, upstream: "Upstream | None") -> None:
+        """Pass every request that no route serves to a real kube-apiserver,
+        with the caller's own Authorization header, so that authentication,
+        RBAC, storage, subresources and server-side apply are the real thing.
+        The stand-in keeps only what needs OpenShift or a kubelet: the routes
+        and websocket (exec) handlers that tests register.  Before an exec
+        handler runs, the real server decides as it would for a real pod: who
+        the caller is (a SelfSubjectReview with their token, else 401) and
+        whether they may ``create pods/exec`` there (a SubjectAccessReview,
+        else 403), does the pod exist (else 404), is it running (else 400).
+        ``None`` turns it off."""
+        self.upstream = upstream
+
+    def _forward_http(self, handler: BaseHTTPRequestHandler, req: Request) -> None:
+        status, headers, payload = self.upstream.send(req.method, handler.path, req.headers, req.body)
+        handler.send_response(status)
+        for name in ("Content-Type", "Warning", "Audit-Id"):
+            if headers.get(name.lower()):
+                handler.send_header(name, headers[name.lower()])
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    def _exec_refusal(self, req: Request):
+        """(status, body) when the real server would refuse this exec, else None."""
+        m = re.match(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/]+)/(?P<sub>exec|attach|portforward)$",
+                     req.path)
+        if m is None:
+            return None
+        namespace, pod, sub = m.group("ns"), m.group("pod"), m.group("sub")
+        # Who is calling: the real server's SelfSubjectReview with the caller's own token ...
+        auth = {"authorization": req.headers["authorization"]} if "authorization" in req.headers else {}
+        status, _headers, payload = self.upstream.send(
+            "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            dict(auth, **{"content-type": "application/json"}),
+            b'{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}')
+        if status in (401, 403):
+            return status, json.loads(payload or b"null") or status_body(status, "refused")
+        if status != 201:
+            return 500, status_body(500, f"identity review answered {status}")
+        who = json.loads(payload)["status"]["userInfo"]
+        # ... and may they, as a kubelet asks for whoever calls it: a SubjectAccessReview.
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+            "user": who.get("username", ""), "uid": who.get("uid", ""), "groups": who.get("groups", []),
+            "extra": who.get("extra", {}),
+            "resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods",
+                                   "subresource": sub, "name": pod}}}
+        status, _headers, payload = self.upstream.send(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            dict(self.upstream.admin_headers(), **{"content-type": "application/json"}), json.dumps(review).encode())
+        if status != 201:
+            return 500, status_body(500, f"access review answered {status}")
+        if not (json.loads(payload).get("status") or {}).get("allowed"):
+            return 403, status_body(403, f'pods "{pod}" is forbidden: User "{who.get("username")}" cannot create '
+                                         f'resource "pods/{sub}" in the namespace "{namespace}"', "Forbidden")
+        status, _headers, payload = self.upstream.send(
+            "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}", self.upstream.admin_headers(), b"")
+        if status == 404:
+            return 404, status_body(404, f'pods "{pod}" not found', "NotFound")
+        if status != 200:
+            return 500, status_body(500, f"reading pod {pod} answered {status}")
+        phase = (json.loads(payload).get("status") or {}).get("phase")
+        if phase != "Running":
+            return 400, status_body(400, f"unable to upgrade connection: pod {pod} is not running ({phase})",
+                                    "BadRequest")
+        return None
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
@@ -284,3 +365,32 @@ def status_body(code: int, message: str, reason: str = "") -> dict:
     """A Kubernetes ``Status`` object, as the API returns on errors."""
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
             "reason": reason, "code": code}
+
+
+class Upstream:
+    """A real kube-apiserver the stand-in forwards to (``StandIn.forward_to``):
+    its URL, the CA bundle that verifies it, and the harness's own admin
+    token (used only for the stand-in's own look-ups, never for a caller)."""
+
+    HEADERS = ("authorization", "content-type", "accept", "user-agent")
+
+    def __init__(self, url: str, ca_file: str, admin_token: str):
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port or 443
+        self.context = ssl.create_default_context(cafile=str(ca_file))
+        self._admin_token = admin_token
+
+    def admin_headers(self) -> dict:
+        return {"authorization": "Bearer " + self._admin_token, "accept": "application/json"}
+
+    def send(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
+        import http.client
+
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=60)
+        try:
+            sent = {k: v for k, v in headers.items() if k.lower() in self.HEADERS}
+            conn.request(method, path, body=body or None, headers=sent)
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
