@@ -167,9 +167,9 @@ def test_hcap_namespace_pods_are_ready_and_patroni_is_described(openshift_real):
     driver.ping()
     assert driver.running_pods("deploymentconfig=hcap-server") == [SERVER_POD]
     assert driver.backup_pod() == BACKUP_POD
-    cluster = driver.cluster_members()
-    assert cluster["leader"] == PATRONI_LEADER
-    assert [(m["name"], m["role"], m["state"]) for m in cluster["members"]] == [
+    cluster = driver.cluster_state()
+    assert cluster.leader == PATRONI_LEADER
+    assert [(m.name, m.role, m.state) for m in cluster.members] == [
         (PATRONI_PODS[0], "leader", "running"), (PATRONI_PODS[1], "replica", "running"),
         (PATRONI_PODS[2], "replica", "running")]
     core = k8s.CoreV1Api(openshift_real.api_client())
