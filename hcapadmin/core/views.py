@@ -3,6 +3,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from hcapadmin.accounts.decorators import permission_required
+from hcapadmin.core.api import is_api_path
 from hcapadmin.core.health import public_summary, readiness
 
 
@@ -61,7 +62,7 @@ def restores(request):
 
 
 def _wants_json(request) -> bool:
-    return request.path.startswith("/api/")
+    return is_api_path(request.path)
 
 
 def bad_request(request, exception=None):
