@@ -50,8 +50,9 @@ def test_templates_write_no_url_paths():
 
 
 @pytest.mark.parametrize("value, cell", [
-    ("=HYPERLINK(\"http://evil\")", "'=HYPERLINK(\"http://evil\")"), ("+1", "'+1"), ("-1", "'-1"), ("@SUM(A1)", "'@SUM(A1)"),
-    ("\tx", "'\tx"), ("\rx", "'\rx"), ("plain", "plain"), ("a=b", "a=b"), (None, ""), ({"b": 1, "a": "é"}, '{"a": "é", "b": 1}'),
+    ("=HYPERLINK(\"http://evil\")", "'=HYPERLINK(\"http://evil\")"), ("+1", "'+1"), ("-1", "'-1"),
+    ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("plain", "plain"), ("a=b", "a=b"), (None, ""),
+    ({"b": 1, "a": "é"}, '{"a": "é", "b": 1}'),
     (["=x"], '["=x"]'), (-5, "'-5"),
 ])
 def test_csv_cell_never_starts_a_formula(value, cell):

@@ -18,9 +18,9 @@ from hcapadmin.accounts.decorators import api_endpoint, permission_required
 from hcapadmin.backups import services
 from hcapadmin.backups.charts import size_chart
 from hcapadmin.backups.forms import ManualBackupBody, ManualBackupForm, VerifyBackupBody, VerifyBackupForm
-from hcapadmin.core.api import error_page, explained, form_error
+from hcapadmin.core.api import error_page, explained, form_error, partial
 from hcapadmin.jobs.services import default_target, submit
-from ops.errors import OpsError, Timeout, Unavailable
+from ops.errors import Timeout, Unavailable
 
 CATALOG_DOWN = "the backup catalog cannot be read"
 
@@ -28,12 +28,8 @@ CATALOG_DOWN = "the backup catalog cannot be read"
 @never_cache
 @permission_required("view")
 def backup_list(request):
-    error = None
-    items = []
-    try:  # the page still renders (with the reason) when the catalog is down
-        items = services.catalog()
-    except OpsError as exc:
-        error = str(exc)
+    items, error = partial(services.catalog)  # the page still renders (with the reason) when the catalog is down
+    items = items or []
     databases = services.per_database(items)
     charts = [(name, size_chart(db["history"])) for name, db in databases.items()]
     return render(request, "backups/list.html", {

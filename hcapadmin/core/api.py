@@ -91,3 +91,13 @@ def explained(prefix: str):
         if status_for(exc) < 500:
             raise
         raise type(exc)(f"{prefix}: {exc}") from exc
+
+
+def partial(fn, *args, **kwargs):
+    """``(fn(...), None)``, or ``(None, message)`` when it raises an
+    ``OpsError``: for a part of a page that fails on its own (the page shows
+    the message there and renders the rest)."""
+    try:
+        return fn(*args, **kwargs), None
+    except OpsError as exc:
+        return None, str(exc)

@@ -3,7 +3,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from hcapadmin.accounts.decorators import permission_required
-from hcapadmin.core.api import is_api_path
+from hcapadmin.core.api import is_api_path, partial
 from hcapadmin.core.health import public_summary, readiness
 
 
@@ -31,26 +31,26 @@ def dashboard(request):
     from hcapadmin.core.platform import get_driver
     from hcapadmin.jobs.models import ACTIVE, Job
     from hcapadmin.jobs.services import sweep
-    from ops.errors import OpsError
 
     context = {"title": "Dashboard", "stale_hours": settings.BACKUP_STALE_HOURS}
-    try:
-        items = backups.catalog()
+    items, backup_error = partial(backups.catalog)
+    if backup_error is not None:
+        context["backup_error"] = backup_error
+    else:
         context["databases"] = backups.per_database(items)
         context["in_progress"] = [i for i in items if i.entry.in_progress]
         context["backup_warnings"] = backups.warnings(items)
-    except OpsError as exc:
-        context["backup_error"] = str(exc)
     try:
         sweep()
     except Exception:  # the dashboard must render even if the sweep fails
         pass
     context["running_jobs"] = list(Job.objects.filter(status__in=ACTIVE).defer("log").order_by("id")[:20])
     context["recent_jobs"] = list(Job.objects.exclude(status__in=ACTIVE).defer("log").order_by("-id")[:5])
-    try:
-        context["cluster"] = get_driver().cluster_members()
-    except OpsError as exc:
-        context["cluster_error"] = str(exc)
+    cluster, cluster_error = partial(lambda: get_driver().cluster_members())
+    if cluster_error is not None:
+        context["cluster_error"] = cluster_error
+    else:
+        context["cluster"] = cluster
     if request.principal.has_perm("operate"):  # admins: the readiness details /readyz does not show
         context["health"] = readiness()
     return render(request, "core/dashboard.html", context)
