@@ -24,3 +24,8 @@ class Invalid(OpsError):
 
 class Timeout(OpsError):
     """The operation took longer than allowed."""
+
+
+class Conflict(OpsError):
+    """The request clashes with the current state (for example another job
+    already holds the target)."""

@@ -9,9 +9,11 @@ import pytest
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from hcapadmin.audit import query
 from hcapadmin.audit.models import AuditEvent, record
 
 ENDPOINTS = ("/audit/", "/api/v1/audit")
+LARGEST_CURSOR = "largest-cursor"
 EXPORTS = ("/audit/export.csv", "/audit/export.json")
 
 
@@ -43,9 +45,11 @@ def test_bad_values_are_400_not_500(client_as, params):
     {"since": "0001-01-01"}, {"until": "0001-01-01"}, {"since": "9999-12-31"}, {"until": "9999-12-31"},
     {"since": "0001-01-01T00:00+05:00"}, {"until": "0001-01-01T00:00+23:59"},
     {"since": "9999-12-31T23:59:59-12:00"}, {"until": "9999-12-31T23:59:59.999999-23:59"},
-    {"since": "0001-01-01", "until": "9999-12-31"}, {"before": str(2**63 - 1)}, {"limit": "500"},
+    {"since": "0001-01-01", "until": "9999-12-31"}, {"before": LARGEST_CURSOR}, {"limit": "500"},
 ])
 def test_calendar_edges_and_largest_cursor_answer(client_as, params):
+    if params.get("before") == LARGEST_CURSOR:  # cursors are signed: the portal's own for the largest id
+        params = {"before": query.sign_cursor(2**63 - 1)}
     record("test.event", actor="a")
     c = client_as("auditor")
     for url in ENDPOINTS:

@@ -173,3 +173,79 @@ def test_rejected_bearer_tokens_are_audited_and_lock_out_the_client(client, sett
     assert AuditEvent.objects.filter(action="login.lockout", details__method="bearer").count() == 2
     r = client.get("/api/v1/audit", REMOTE_ADDR="10.5.5.6", **bearer(openshift_identities.AUDITOR))
     assert r.status_code == 200
+
+
+# --- one decorator: body parsing and error mapping -------------------------------------------------
+def _api_request(method="GET", data=None, content_type="application/json", role="admin"):
+    factory = RequestFactory()
+    if method == "GET":
+        request = factory.get("/api/v1/x")
+    else:
+        request = factory.generic(method, "/api/v1/x", data=data if data is not None else b"",
+                                  content_type=content_type)
+    request.principal = Principal(role, roles=frozenset({role}))
+    request.auth_via = "bearer"
+    return request
+
+
+@pytest.mark.parametrize("error, status", [
+    ("Invalid", 400), ("Forbidden", 403), ("NotFound", 404), ("Conflict", 409), ("Unavailable", 503),
+    ("Timeout", 504), ("OpsError", 503),
+])
+def test_api_endpoint_maps_ops_errors_to_statuses(error, status):
+    import json
+
+    from ops import errors
+
+    @api_endpoint("view", methods=("GET",))
+    def view(request):
+        raise getattr(errors, error)(f"the {error} reason")
+
+    response = view(_api_request())
+    assert response.status_code == status
+    assert json.loads(response.content) == {"error": f"the {error} reason"}
+
+
+def test_api_endpoint_gives_the_view_the_validated_body():
+    import json
+
+    from django.http import JsonResponse
+    from pydantic import BaseModel, ConfigDict
+
+    class Body(BaseModel):
+        model_config = ConfigDict(extra="forbid", strict=True)
+        name: str
+
+    @api_endpoint("view", methods=("POST",), body=Body)
+    def view(request, body: Body):
+        return JsonResponse({"name": body.name, "raw": request.json})
+
+    ok = view(_api_request("POST", json.dumps({"name": "x"})))
+    assert ok.status_code == 200 and json.loads(ok.content) == {"name": "x", "raw": {"name": "x"}}
+    for data, content_type, message in [
+        (json.dumps({"name": "x", "bogus": 1}), "application/json", "unknown field(s): bogus"),
+        (json.dumps({"name": 1}), "application/json", "name: "),
+        (json.dumps([1]), "application/json", "the body must be a JSON object"),
+        ("{", "application/json", "the body is not valid JSON"),
+        ("name=x", "text/plain", "send a JSON body"),
+        ('{"a":' * 40 + "1" + "}" * 40, "application/json", "the body is nested too deeply"),
+    ]:
+        response = view(_api_request("POST", data, content_type))
+        assert response.status_code == 400, data
+        assert message in json.loads(response.content)["error"], data
+    too_big = view(_api_request("POST", json.dumps({"name": "x" * (1024 * 1024)})))
+    assert too_big.status_code == 413 and "larger than" in json.loads(too_big.content)["error"]
+
+
+@pytest.mark.django_db
+def test_api_endpoint_checks_a_permission_per_method():
+    from django.http import JsonResponse
+
+    @api_endpoint({"GET": "view", "POST": "operate"}, methods=("GET", "POST"))
+    def view(request):
+        return JsonResponse({"ok": True})
+
+    assert view(_api_request("GET", role="viewer")).status_code == 200
+    assert view(_api_request("POST", "{}", role="viewer")).status_code == 403
+    assert view(_api_request("POST", "{}", role="admin")).status_code == 200
+    assert AuditEvent.objects.filter(action="permission.denied", details__permission="operate").count() == 1

@@ -80,3 +80,35 @@ def test_demo_accounts_command_is_sandbox_only_and_audited(settings):
     call_command("demo_accounts", stdout=__import__("io").StringIO())
     event = AuditEvent.objects.get(action="sandbox.demo_accounts")
     assert event.target == "admin,approver,auditor,viewer" and event.actor.startswith("manage.py (")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("error, status, heading", [
+    ("Invalid", 400, "Bad request"), ("Forbidden", 403, "Not allowed"), ("NotFound", 404, "Not found"),
+    ("Conflict", 409, "Conflict"), ("Unavailable", 503, "Unavailable"), ("Timeout", 504, "Timed out"),
+])
+def test_page_decorator_renders_ops_errors_as_their_error_page(error, status, heading):
+    from django.test import RequestFactory
+
+    from hcapadmin.accounts.decorators import permission_required
+    from hcapadmin.accounts.principal import Principal
+    from ops import errors
+
+    @permission_required("view")
+    def view(request):
+        raise getattr(errors, error)("the <b>reason</b>")
+
+    request = RequestFactory().get("/somewhere/")
+    request.principal = Principal("viewer", roles=frozenset({"viewer"}))
+    response = view(request)
+    html = response.content.decode()
+    assert response.status_code == status
+    assert f"<h1>{heading}</h1>" in html and "the &lt;b&gt;reason&lt;/b&gt;" in html
+    assert '<a href="/">Back to the dashboard</a>' in html
+
+
+@pytest.mark.django_db
+def test_navigation_marks_the_section_of_a_deeper_page(client_as):
+    html = client_as("admin").get("/jobs/?status=queued").content.decode()
+    assert '<a href="/jobs/" aria-current="page">Jobs</a>' in html
+    assert '<a href="/">Dashboard</a>' in html and html.count('aria-current="page"') == 1

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib import auth, messages
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
@@ -29,7 +30,7 @@ from hcapadmin.accounts.openshift import (
     server_label,
 )
 from hcapadmin.audit.models import record
-from hcapadmin.core.api import json_error
+from hcapadmin.core.api import is_api_path, json_error
 
 LOCKED_MESSAGE = "Too many failed attempts. Login is locked for a while; try again later."
 # What each lockout covers (see hcapadmin.accounts.auth.axes_lockout_parameters).
@@ -39,10 +40,11 @@ ACCOUNT_LOCKED_MESSAGE = "Too many failed attempts for this account: it is locke
 
 
 def _safe_next(request) -> str:
-    target = request.POST.get("next") or request.GET.get("next") or "/"
+    home = reverse("dashboard")
+    target = request.POST.get("next") or request.GET.get("next") or home
     if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         return target
-    return "/"
+    return home
 
 
 def _page(request, *, form=None, token_error=None, status=200, locked=False):
@@ -172,21 +174,21 @@ def logout(request):
         record("logout", request=request, target=principal.name, details={"method": principal.source})
     auth.logout(request)  # flushes the session, and the encrypted token with it
     messages.info(request, "You are logged out.")
-    return HttpResponseRedirect("/login/")
+    return HttpResponseRedirect(reverse("login"))
 
 
 def lockout_response(request, original_response=None, credentials=None):
     """AXES_LOCKOUT_CALLABLE: our own pages already explain a lockout."""
     if original_response is not None and original_response.status_code == 429:
         return original_response
-    if request.path.startswith("/api/"):
+    if is_api_path(request.path):
         return json_error("too many failed attempts; try again later", 429)
     return _page(request, token_error=LOCKED_MESSAGE, status=429, locked=True)
 
 
 def csrf_failure(request, reason=""):
     """CSRF_FAILURE_VIEW: JSON for the API, the 403 page otherwise."""
-    if request.path.startswith("/api/"):
+    if is_api_path(request.path):
         return json_error("CSRF check failed: send the X-CSRFToken header with a session, or use a Bearer token", 403)
     return render(request, "403.html", {"reason": "The form expired or came from elsewhere (CSRF check failed). "
                                                   "Reload the page and try again."}, status=403)

@@ -1,5 +1,9 @@
 """Filters and keyset pagination for the audit review page, its exports and
-GET /api/v1/audit.  Bad filter values raise FilterError (-> 400)."""
+GET /api/v1/audit.  The query string is read by
+``hcapadmin.audit.forms.AuditFiltersForm`` (shared by the page, the exports
+and the API); this module holds what the form's fields mean (``when`` for
+dates, signed cursors) and the queries.  Bad values raise FilterError
+(-> 400)."""
 
 from __future__ import annotations
 
@@ -8,19 +12,20 @@ import re
 from datetime import datetime, time, timedelta
 from datetime import timezone as dt_timezone
 
+from django.core import signing
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from hcapadmin.audit.models import OUTCOMES, AuditEvent
+from hcapadmin.audit.models import AuditEvent
+from ops.errors import Invalid
 
 PAGE_SIZE = 50
 MAX_LIMIT = 500
 TEXT_FILTERS = {"actor": 255, "action": 100, "target": 500}
-KNOWN = {"actor", "action", "target", "outcome", "since", "until", "before", "limit", "format"}
 
 
-class FilterError(ValueError):
-    pass
+class FilterError(Invalid, ValueError):
+    """A filter or cursor value is not acceptable (-> 400)."""
 
 
 @dataclass
@@ -58,17 +63,20 @@ _DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # in range; a bound outside them is clamped (it matches everything or nothing).
 _EARLIEST = datetime(1, 1, 2, tzinfo=dt_timezone.utc)
 _LATEST = datetime(9999, 12, 30, tzinfo=dt_timezone.utc)
+WHEN_EXPECTED = "expected a date (YYYY-MM-DD) or date and time (YYYY-MM-DDTHH:MM)"
+WHEN_MAX_LENGTH = 40
 
 
-def _when(name: str, value: str, end: bool) -> datetime:
+def when(value: str, end: bool) -> datetime:
     """A date or date-time in the local time zone (or with its own offset),
     as an aware UTC datetime.  A date alone as the end of a range includes
     that whole day.  Only ASCII digits count (``isdigit`` and ``\\d`` accept
-    other scripts' digits too)."""
-    expected = f"{name}: expected a date (YYYY-MM-DD) or date and time (YYYY-MM-DDTHH:MM)"
+    other scripts' digits too).  Raises FilterError(WHEN_EXPECTED)."""
     value = value.strip()
+    if len(value) > WHEN_MAX_LENGTH:
+        raise FilterError("too long")
     if not value.isascii():
-        raise FilterError(expected)
+        raise FilterError(WHEN_EXPECTED)
     try:
         if _DATE_ONLY.fullmatch(value):
             day = parse_date(value)
@@ -80,7 +88,7 @@ def _when(name: str, value: str, end: bool) -> datetime:
     except (ValueError, OverflowError):  # well-formed but not a real date or offset
         parsed = None
     if parsed is None:
-        raise FilterError(expected)
+        raise FilterError(WHEN_EXPECTED)
     try:
         if timezone.is_naive(parsed):
             parsed = timezone.make_aware(parsed)
@@ -94,62 +102,43 @@ def _when(name: str, value: str, end: bool) -> datetime:
 
 
 def parse_filters(params) -> Filters:
-    f = Filters()
-    for name, limit in TEXT_FILTERS.items():
-        value = (params.get(name) or "").strip()
-        if len(value) > limit:
-            raise FilterError(f"{name}: at most {limit} characters")
-        if "\x00" in value:
-            raise FilterError(f"{name}: contains a NUL character")
-        setattr(f, name, value)
-        if value:
-            f.raw[name] = value
-    outcome = (params.get("outcome") or "").strip()
-    if outcome and outcome not in OUTCOMES:
-        raise FilterError(f"outcome: expected one of {', '.join(OUTCOMES)}")
-    f.outcome = outcome
-    if outcome:
-        f.raw["outcome"] = outcome
-    for name, end in (("since", False), ("until", True)):
-        value = (params.get(name) or "").strip()
-        if value:
-            if len(value) > 40:
-                raise FilterError(f"{name}: too long")
-            setattr(f, name, _when(name, value, end))
-            f.raw[name] = value
-    if f.since and f.until and f.since >= f.until:
-        raise FilterError("since: must be before until")
-    return f
+    """The filters in ``params`` (a dict or QueryDict), through the same form
+    as the page and the API; FilterError with the form's message otherwise."""
+    from hcapadmin.audit.forms import AuditFiltersForm
+
+    form = AuditFiltersForm(params)
+    if not form.is_valid():
+        raise FilterError(form.message())
+    return form.filters()
 
 
 # Largest id PostgreSQL's bigint holds.
 MAX_ID = 2**63 - 1
-_ASCII_INT = re.compile(r"[0-9]{1,20}")
+
+# The "before" cursor is the id of the last event on a page, signed so that a
+# client follows the links the portal gave it rather than making up ids.
+# The salt keeps these signatures apart from every other use of SECRET_KEY.
+_CURSOR_SALT = "hcapadmin.audit.cursor"
+CURSOR_EXPECTED = "expected the cursor from a previous page (follow the links instead of editing them)"
 
 
-def _ascii_int(value: str) -> int | None:
-    # str.isdigit() and int() also accept other scripts' digits ("²", "٣").
-    return int(value) if _ASCII_INT.fullmatch(value) else None
+def sign_cursor(event_id: int) -> str:
+    return signing.Signer(salt=_CURSOR_SALT).sign(str(event_id))
 
 
-def parse_before(params) -> int | None:
-    value = (params.get("before") or "").strip()
-    if not value:
-        return None
-    number = _ascii_int(value)
+def read_cursor(token: str) -> int:
+    """The id in a cursor ``sign_cursor`` made; FilterError otherwise."""
+    try:
+        value = signing.Signer(salt=_CURSOR_SALT).unsign(token.strip())
+    except signing.BadSignature:
+        raise FilterError(CURSOR_EXPECTED) from None
+    number = int(value) if _ASCII_INT.fullmatch(value) else None
     if number is None or not 1 <= number <= MAX_ID:
-        raise FilterError("before: expected the positive integer cursor from a previous page")
+        raise FilterError(CURSOR_EXPECTED)
     return number
 
 
-def parse_limit(params, default: int = PAGE_SIZE) -> int:
-    value = (params.get("limit") or "").strip()
-    if not value:
-        return default
-    number = _ascii_int(value)
-    if number is None or not 1 <= number <= MAX_LIMIT:
-        raise FilterError(f"limit: expected an integer from 1 to {MAX_LIMIT}")
-    return number
+_ASCII_INT = re.compile(r"[0-9]{1,20}")
 
 
 def page(filters: Filters, before: int | None, limit: int) -> tuple[list[AuditEvent], int | None]:

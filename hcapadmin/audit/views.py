@@ -1,5 +1,7 @@
 """Audit review (permission ``audit``): list with filters and keyset
-pagination, event detail, streamed CSV/JSON export, and GET /api/v1/audit."""
+pagination, event detail, streamed CSV/JSON export, and GET /api/v1/audit.
+The page, the exports and the API read the query string through one form,
+``hcapadmin.audit.forms.AuditFiltersForm``."""
 
 from __future__ import annotations
 
@@ -7,15 +9,17 @@ import csv
 import json
 from urllib.parse import urlencode
 
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from hcapadmin.accounts.decorators import api_endpoint, permission_required
 from hcapadmin.audit import query
+from hcapadmin.audit.forms import AuditFiltersForm
 from hcapadmin.audit.models import OUTCOMES, AuditEvent, record
 from hcapadmin.audit.verify import badge_status
 from hcapadmin.core.api import json_error
+from ops.csvsafe import cell
 
 CSV_COLUMNS = ["id", "created_at", "actor", "actor_groups", "source_ip", "user_agent", "action", "target",
                "outcome", "details", "prev_hash", "hash"]
@@ -26,27 +30,29 @@ def _link(raw: dict, **extra) -> str:
     return "?" + urlencode(params) if params else "?"
 
 
+def _refused_page(request, form: AuditFiltersForm, **context):
+    """The review page, with the form's message, as a 400."""
+    return render(request, "audit/list.html", {"title": "Audit trail", "error": form.message(), "outcomes": OUTCOMES,
+                                               "params": request.GET, "events": [], **context}, status=400)
+
+
 @require_GET
 @permission_required("audit")
 def audit_list(request):
-    context = {"title": "Audit trail", "outcomes": OUTCOMES, "params": request.GET, "events": [],
-               "badge": badge_status()}
-    try:
-        filters = query.parse_filters(request.GET)
-        before = query.parse_before(request.GET)
-    except query.FilterError as exc:
-        context["error"] = str(exc)
-        return render(request, "audit/list.html", context, status=400)
-    events, next_cursor = query.page(filters, before, query.PAGE_SIZE)
-    context.update({
+    form = AuditFiltersForm(request.GET, paging="page")
+    if not form.is_valid():
+        return _refused_page(request, form, badge=badge_status())
+    filters = form.filters()
+    events, next_cursor = query.page(filters, form.cursor, query.PAGE_SIZE)
+    return render(request, "audit/list.html", {
+        "title": "Audit trail", "outcomes": OUTCOMES, "params": request.GET, "badge": badge_status(),
         "events": events,
         "filtered": bool(filters.raw),
-        "is_first": before is None,
+        "is_first": form.cursor is None,
         "first_link": _link(filters.raw),
-        "next_link": _link(filters.raw, before=next_cursor) if next_cursor else None,
+        "next_link": _link(filters.raw, before=query.sign_cursor(next_cursor)) if next_cursor else None,
         "export_query": urlencode(filters.raw),
     })
-    return render(request, "audit/list.html", context)
 
 
 @require_GET
@@ -54,10 +60,9 @@ def audit_list(request):
 def audit_detail(request, pk: int):
     if not 1 <= pk <= query.MAX_ID:  # beyond bigint: PostgreSQL would refuse the query
         raise Http404("no such audit event")
-    try:
-        event = AuditEvent.objects.get(pk=pk)
-    except AuditEvent.DoesNotExist:
-        raise Http404("no such audit event") from None
+    event = AuditEvent.objects.filter(pk=pk).first()
+    if event is None:
+        raise Http404("no such audit event")
     previous = AuditEvent.objects.filter(id__lt=pk).order_by("-id").values_list("id", flat=True).first()
     following = AuditEvent.objects.filter(id__gt=pk).order_by("id").values_list("id", flat=True).first()
     return render(request, "audit/detail.html", {
@@ -74,18 +79,11 @@ class _Echo:
         return value
 
 
-def _csv_safe(value) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
-    # Spreadsheet formula injection: a cell must not start with = + - @.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _export(request, fmt: str):
-    try:
-        filters = query.parse_filters(request.GET)
-    except query.FilterError as exc:
-        return render(request, "audit/list.html", {"title": "Audit trail", "error": str(exc), "outcomes": OUTCOMES,
-                                                   "params": request.GET, "events": []}, status=400)
+    form = AuditFiltersForm(request.GET)  # an export takes no cursor and no limit
+    if not form.is_valid():
+        return _refused_page(request, form)
+    filters = form.filters()
     upto = query.newest_id()  # the export is of the events before its own audit event
     record("audit.export", request=request, target="audit", details={"format": fmt, "filters": filters.as_details()})
     if fmt == "csv":
@@ -95,7 +93,7 @@ def _export(request, fmt: str):
             yield writer.writerow(CSV_COLUMNS)
             for event in query.iter_filtered(filters, upto):
                 d = query.event_dict(event)
-                yield writer.writerow([_csv_safe(d[c]) if d[c] is not None else "" for c in CSV_COLUMNS])
+                yield writer.writerow([cell(d[c]) for c in CSV_COLUMNS])
 
         response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
     else:
@@ -127,14 +125,9 @@ def audit_export_json(request):
 
 @api_endpoint("audit", methods=("GET",))
 def api_audit(request):
-    try:
-        filters = query.parse_filters(request.GET)
-        before = query.parse_before(request.GET)
-        limit = query.parse_limit(request.GET)
-    except query.FilterError as exc:
-        return json_error(str(exc), 400)
-    events, next_cursor = query.page(filters, before, limit)
-    from django.http import JsonResponse
-
+    form = AuditFiltersForm(request.GET, paging="api")
+    if not form.is_valid():
+        return json_error(form.message(), 400)
+    events, next_cursor = query.page(form.filters(), form.cursor, form.page_size)
     return JsonResponse({"items": [query.event_dict(e) for e in events],
-                         "next": str(next_cursor) if next_cursor else None})
+                         "next": query.sign_cursor(next_cursor) if next_cursor else None})

@@ -1,180 +1,127 @@
-"""Backup catalog page, manual backup and verify forms, and the backup API."""
+"""Backup catalog page, manual backup and verify forms, and the backup API.
+
+Input comes through ``hcapadmin.backups.forms``; ``ops.errors`` raised here
+(a bad or unknown backup name, the catalog or the queue down) become their
+status in the decorators.  On the pages, a catalog or queue that cannot be
+reached sends the operator back to the catalog with the reason instead."""
 
 from __future__ import annotations
-
-import json
 
 from django.contrib import messages
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from hcapadmin.accounts.decorators import record_denied, api_endpoint, permission_required
+from hcapadmin.accounts.decorators import api_endpoint, permission_required
 from hcapadmin.backups import services
 from hcapadmin.backups.charts import size_chart
-from hcapadmin.core.api import json_error
-from hcapadmin.jobs.services import QueueUnavailable, submit
-from ops.errors import Invalid, NotFound, OpsError
+from hcapadmin.backups.forms import ManualBackupBody, ManualBackupForm, VerifyBackupBody, VerifyBackupForm
+from hcapadmin.core.api import error_page, explained, form_error, partial
+from hcapadmin.jobs.services import submit
+from ops.errors import Conflict, Timeout, Unavailable
 from ops.logbackups import MONGO, parse_engine
 
-
-def _bad(request, reason: str, status: int = 400):
-    template = "404.html" if status == 404 else "400.html"
-    return render(request, template, {"reason": reason, "title": "Bad request"}, status=status)
+CATALOG_DOWN = "the backup catalog cannot be read"
 
 
 @never_cache
 @permission_required("view")
 def backup_list(request):
-    error = None
-    items = []
-    log_errors: list[str] = []
-    try:
-        items = services.catalog(log_errors)
-    except OpsError as exc:
-        error = str(exc)
+    log_errors: list[str] = []  # the log database's backups failing to list leaves the rest shown
+    items, error = partial(lambda: services.catalog(log_errors))  # the page renders (with the reason) when down
+    items = items or []
     databases = services.per_database(items)
     charts = [(name, size_chart(db["history"])) for name, db in databases.items()]
     return render(request, "backups/list.html", {
         "title": "Backups", "items": items, "error": error, "warnings": services.warnings(items),
         "databases": databases, "charts": charts,
         "may_operate": request.principal.has_perm("operate"),
-        "log_backup_errors": log_errors, "log_backup_refusal": services.log_backup_refusal(),
+        "log_errors": log_errors, "log_backup_refusal": services.log_backup_refusal(),
     })
 
 
-def _submit_or_error(request, kind: str, params: dict, target: str):
+def _engine_params(engine: str) -> dict:
+    """A job's engine parameter: none for PostgreSQL (so its params stay as
+    before and dedupe with older jobs), ``{"engine": "mongo"}`` for the log database."""
+    return {"engine": MONGO} if engine == MONGO else {}
+
+
+def _manual_params(engine: str) -> dict:
+    if engine == MONGO and services.log_backup_refusal():
+        raise Conflict(services.log_backup_refusal())
+    return _engine_params(engine)
+
+
+def _start_from_page(request, kind: str, params_of, already: str):
+    """Find what to act on and queue the job, then show the job.  ``params_of()``
+    gives the job parameters (it may read the catalog).  A catalog or queue
+    that cannot be reached goes back to the catalog with the reason; bad
+    input and unknown names propagate to the decorator (400/404)."""
     try:
-        return submit(kind, params, request=request, target=target), None
-    except QueueUnavailable as exc:
-        return (None, False), str(exc)
+        params = params_of()
+        job, created = submit(kind, params, request=request, target=services.target_for(params.get("engine", "")))
+    except (Unavailable, Timeout) as exc:
+        messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("backups_list"))
+    if not created:
+        messages.info(request, already.format(job=job))
+    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]))
 
 
 @require_POST
 @permission_required("operate")
 def backup_run(request):
-    if request.POST.get("confirm") != "yes":
-        return _bad(request, "Confirm the manual backup (confirm=yes).")
-    try:
-        engine = parse_engine(request.POST.get("engine"))
-    except Invalid as exc:
-        return _bad(request, str(exc))
-    if engine == MONGO and services.log_backup_refusal():
-        return _bad(request, services.log_backup_refusal(), 409)
-    params = {"engine": MONGO} if engine == MONGO else {}
-    (job, created), error = _submit_or_error(request, "backup.manual", params, services.target_for(engine))
-    if error:
-        messages.error(request, error)
-        return HttpResponseRedirect("/backups/")
-    if not created:
-        messages.info(request, f"A manual backup is already {job.status} (job #{job.pk}); showing it.")
-    return HttpResponseRedirect(f"/jobs/{job.pk}/")
+    form = ManualBackupForm(request.POST)
+    if not form.is_valid():
+        return error_page(request, 400, form_error(form))
+    engine = parse_engine(form.cleaned_data["engine"])
+    return _start_from_page(request, "backup.manual", lambda: _manual_params(engine),
+                            "A manual backup is already {job.status} (job #{job.pk}); showing it.")
 
 
 @require_POST
 @permission_required("operate")
 def backup_verify(request):
-    try:
-        engine = parse_engine(request.POST.get("engine"), default=None)
-        item = services.find(request.POST.get("name"), engine=engine)
-    except Invalid as exc:
-        return _bad(request, str(exc))
-    except NotFound as exc:
-        return _bad(request, str(exc), 404)
-    except OpsError as exc:
-        messages.error(request, f"The catalog cannot be read: {exc}")
-        return HttpResponseRedirect("/backups/")
-    (job, created), error = _submit_or_error(request, "backup.verify", _verify_params(item),
-                                             services.target_for(item.entry.engine))
-    if error:
-        messages.error(request, error)
-        return HttpResponseRedirect("/backups/")
-    if not created:
-        messages.info(request, f"This backup is already being verified (job #{job.pk}).")
-    return HttpResponseRedirect(f"/jobs/{job.pk}/")
+    form = VerifyBackupForm(request.POST)
+    if not form.is_valid():
+        return error_page(request, 400, form_error(form))
+
+    def params():
+        with explained("The catalog cannot be read"):
+            item = services.find(form.cleaned_data["name"], engine=parse_engine(form.cleaned_data["engine"], default=None))
+        return {"name": item.entry.name, **_engine_params(item.entry.engine)}
+
+    return _start_from_page(request, "backup.verify", params,
+                            "This backup is already being verified (job #{job.pk}).")
 
 
-def _verify_params(item) -> dict:
-    """A verify job's params: the name, and the engine for a log backup (a
-    PostgreSQL verify keeps its params as before, so it dedupes with older jobs)."""
-    return {"name": item.entry.name, "engine": MONGO} if item.entry.engine == MONGO else {"name": item.entry.name}
-
-
-def _json_body(request) -> dict:
-    if not request.body:
-        return {}
-    if not request.content_type.startswith("application/json"):
-        if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded") and not request.POST:
-            return {}  # an empty form post
-        raise Invalid("send a JSON body (Content-Type: application/json)")
-    try:
-        body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("the body is not valid JSON") from None
-    except RecursionError:  # nested deeper than the parser's recursion limit
-        raise Invalid("the body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object")
-    return body
+def _accepted(job, created) -> JsonResponse:
+    return JsonResponse({"job": job.pk, "created": created, "status": job.status}, status=202)
 
 
 @never_cache
-@api_endpoint("view", methods=("GET", "POST"))
-def api_backups(request):
+@api_endpoint({"GET": "view", "POST": "operate"}, methods=("GET", "POST"), body=ManualBackupBody)
+def api_backups(request, body: ManualBackupBody | None = None):
     """GET: the catalog.  POST (operate): start a manual backup -> 202 {"job": id}."""
     if request.method == "POST":
-        if not request.principal.has_perm("operate"):
-            record_denied(request, "operate")
-            return json_error("permission denied", 403)
-        try:
-            body = _json_body(request)
-        except Invalid as exc:
-            return json_error(str(exc), 400)
-        unknown = set(body) - {"engine"}
-        if unknown:
-            fields = ", ".join(sorted(str(k) for k in unknown))[:200]
-            return json_error(f"unknown field(s): {fields}; a manual backup takes only an optional engine "
-                              '("postgres" or "mongo")', 400)
-        try:
-            engine = parse_engine(body.get("engine"))
-        except Invalid as exc:
-            return json_error(str(exc), 400)
-        if engine == MONGO and services.log_backup_refusal():
-            return json_error(services.log_backup_refusal(), 409)
-        params = {"engine": MONGO} if engine == MONGO else {}
-        (job, created), error = _submit_or_error(request, "backup.manual", params, services.target_for(engine))
-        if error:
-            return json_error(error, 503)
-        return JsonResponse({"job": job.pk, "created": created, "status": job.status}, status=202)
+        engine = parse_engine(body.engine if body else None)
+        return _accepted(*submit("backup.manual", _manual_params(engine), request=request,
+                                 target=services.target_for(engine)))
     log_errors: list[str] = []
-    try:
+    with explained(CATALOG_DOWN):
         items = services.catalog(log_errors)
-    except OpsError as exc:
-        return json_error(f"the backup catalog cannot be read: {exc}", 503)
     data = {"items": [i.as_api() for i in items], "warnings": services.warnings(items)}
     if log_errors:
         data["errors"] = log_errors
     return JsonResponse(data)
 
 
-@api_endpoint("operate", methods=("POST",))
-def api_backup_verify(request):
+@api_endpoint("operate", methods=("POST",), body=VerifyBackupBody)
+def api_backup_verify(request, body: VerifyBackupBody):
     """POST {"name": "<backup name>"[, "engine": "postgres"|"mongo"]} -> 202 {"job": id}."""
-    try:
-        body = _json_body(request)
-        if "name" not in body or not set(body) <= {"name", "engine"}:
-            raise Invalid('expected {"name": "<backup name from GET /api/v1/backups>"} and optionally '
-                          '"engine" ("postgres" or "mongo")')
-        item = services.find(body["name"], engine=parse_engine(body.get("engine"), default=None))
-    except Invalid as exc:
-        return json_error(str(exc), 400)
-    except NotFound as exc:
-        return json_error(str(exc), 404)
-    except OpsError as exc:
-        return json_error(f"the backup catalog cannot be read: {exc}", 503)
-    (job, created), error = _submit_or_error(request, "backup.verify", _verify_params(item),
-                                             services.target_for(item.entry.engine))
-    if error:
-        return json_error(error, 503)
-    return JsonResponse({"job": job.pk, "created": created, "status": job.status}, status=202)
+    with explained(CATALOG_DOWN):
+        item = services.find(body.name, engine=parse_engine(body.engine, default=None))
+    return _accepted(*submit("backup.verify", {"name": item.entry.name, **_engine_params(item.entry.engine)},
+                             request=request, target=services.target_for(item.entry.engine)))

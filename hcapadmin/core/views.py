@@ -3,6 +3,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from hcapadmin.accounts.decorators import permission_required
+from hcapadmin.core.api import is_api_path, partial
 from hcapadmin.core.health import public_summary, readiness
 
 
@@ -31,27 +32,27 @@ def dashboard(request):
     from hcapadmin.jobs.models import ACTIVE, Job
     from hcapadmin.jobs.services import sweep
     from hcapadmin.restores.services import dashboard_context as restores_dashboard
-    from ops.errors import OpsError
 
     context = {"title": "Dashboard", "stale_hours": settings.BACKUP_STALE_HOURS}
-    try:
-        context["log_backup_errors"] = []  # the log database's backups failing to list leaves the rest shown
-        items = backups.catalog(context["log_backup_errors"])
+    context["log_backup_errors"] = []  # the log database's backups failing to list leaves the rest shown
+    items, backup_error = partial(lambda: backups.catalog(context["log_backup_errors"]))
+    if backup_error is not None:
+        context["backup_error"] = backup_error
+    else:
         context["databases"] = backups.per_database(items)
         context["in_progress"] = [i for i in items if i.entry.in_progress]
         context["backup_warnings"] = backups.warnings(items)
-    except OpsError as exc:
-        context["backup_error"] = str(exc)
     try:
         sweep()
     except Exception:  # the dashboard must render even if the sweep fails
         pass
     context["running_jobs"] = list(Job.objects.filter(status__in=ACTIVE).defer("log").order_by("id")[:20])
     context["recent_jobs"] = list(Job.objects.exclude(status__in=ACTIVE).defer("log").order_by("-id")[:5])
-    try:
-        context["cluster"] = get_driver().cluster_state()
-    except OpsError as exc:
-        context["cluster_error"] = str(exc)
+    cluster, cluster_error = partial(lambda: get_driver().cluster_state())
+    if cluster_error is not None:
+        context["cluster_error"] = cluster_error
+    else:
+        context["cluster"] = cluster
     context.update(restores_dashboard(request.principal))
     if request.principal.has_perm("operate"):  # admins: the readiness details /readyz does not show
         context["health"] = readiness()
@@ -59,7 +60,7 @@ def dashboard(request):
 
 
 def _wants_json(request) -> bool:
-    return request.path.startswith("/api/")
+    return is_api_path(request.path)
 
 
 def bad_request(request, exception=None):

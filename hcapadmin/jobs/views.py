@@ -1,4 +1,5 @@
-"""Job pages and the job API.  Logic lives in hcapadmin.jobs.services."""
+"""Job pages and the job API.  Logic lives in hcapadmin.jobs.services; the
+list's query string is read by hcapadmin.jobs.forms.JobFiltersForm."""
 
 from __future__ import annotations
 
@@ -6,25 +7,27 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from hcapadmin.accounts.decorators import api_endpoint, permission_required
-from hcapadmin.core.api import json_error
+from hcapadmin.core.api import form_errors
+from hcapadmin.jobs.forms import JobFiltersForm
 from hcapadmin.jobs.models import STATUSES, Job
 from hcapadmin.jobs.registry import all_kinds
 from hcapadmin.jobs.services import cancel, sweep
-from ops.errors import Invalid
+from ops.errors import NotFound
 
 PAGE_SIZE = 25
 LOG_TAIL_CHARS = 200_000
 
 
 def _get_job(pk) -> Job:
-    try:
-        return Job.objects.get(pk=pk)
-    except Job.DoesNotExist:
-        raise Http404("no such job") from None
+    job = Job.objects.filter(pk=pk).first()
+    if job is None:
+        raise Http404("no such job")
+    return job
 
 
 def _sweep_quietly() -> None:
@@ -34,53 +37,23 @@ def _sweep_quietly() -> None:
         pass
 
 
-def _text_error(label: str, value: str, limit: int) -> str | None:
-    """Why a text filter cannot be used, or None.  PostgreSQL text cannot
-    hold NUL, so a NUL in a filter would fail the query instead of matching
-    nothing."""
-    if len(value) > limit:
-        return f"{label} is too long."
-    if "\x00" in value:
-        return f"{label} contains a NUL character."
-    return None
-
-
 @never_cache
 @permission_required("view")
 def job_list(request):
     _sweep_quietly()
     kinds = all_kinds()
-    kind = request.GET.get("kind", "").strip()
-    status = request.GET.get("status", "").strip()
-    user = request.GET.get("user", "").strip()
-    errors = []
-    jobs = Job.objects.all().order_by("-id")
-    if kind:
-        error = _text_error("Kind", kind, 100)
-        if error:
-            errors.append(error)
-        else:
-            jobs = jobs.filter(kind=kind)
-    if status:
-        if status not in STATUSES:
-            errors.append(f"Unknown status {status[:40]!r}; choose one of {', '.join(STATUSES)}.")
-        else:
-            jobs = jobs.filter(status=status)
-    if user:
-        error = _text_error("User", user, 255)
-        if error:
-            errors.append(error)
-        else:
-            jobs = jobs.filter(requested_by=user)
-    if errors:
-        return render(request, "jobs/list.html", {"title": "Jobs", "errors": errors, "kinds": kinds,
+    form = JobFiltersForm(request.GET)
+    if not form.is_valid():
+        return render(request, "jobs/list.html", {"title": "Jobs", "errors": form_errors(form), "kinds": kinds,
                                                   "statuses": STATUSES, "filters": {}}, status=400)
+    jobs = form.queryset(Job.objects.all().order_by("-id"))
     page = Paginator(jobs.defer("log"), PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "jobs/list.html", {
         "title": "Jobs", "page": page, "kinds": kinds, "statuses": STATUSES,
-        "filters": {"kind": kind, "status": status, "user": user}, "query": query.urlencode(),
+        "filters": {name: form.cleaned_data[name] for name in ("kind", "status", "user")},
+        "query": query.urlencode(),
     })
 
 
@@ -115,24 +88,20 @@ def job_live(request, pk: int):
 @permission_required("operate")
 def job_cancel(request, pk: int):
     job = _get_job(pk)
-    try:
-        outcome = cancel(job, request=request)
-    except Invalid as exc:
-        return render(request, "400.html", {"reason": str(exc)}, status=400)
+    outcome = cancel(job, request=request)  # Invalid (not cancellable) -> 400 page
     if outcome == "cancelled":
         messages.success(request, f"Job #{job.pk} was cancelled before it started.")
     else:
         messages.warning(request, f"Job #{job.pk} was asked to stop; it stops at its next check.")
-    return HttpResponseRedirect(f"/jobs/{job.pk}/")
+    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]))
 
 
 @never_cache
 @api_endpoint("view", methods=("GET",))
 def api_job(request, pk: int):
     _sweep_quietly()
-    try:
-        job = Job.objects.get(pk=pk)
-    except Job.DoesNotExist:
-        return json_error("no such job", 404)
+    job = Job.objects.filter(pk=pk).first()
+    if job is None:
+        raise NotFound("no such job")
     return JsonResponse(job.as_api())
 
