@@ -70,6 +70,11 @@ ACCESS: dict[str, Entry] = {
     # cancelling a finished job: 400 proves the permission check passed, nothing changes
     "job_cancel": Entry("POST", "/jobs/{id}/cancel/", page("admin", ok=400), data={},
                         setup=lambda: {"id": _finished_job()}),
+    # resuming or rolling back a finished (not abandoned runbook) job: 400, nothing changes
+    "job_resume": Entry("POST", "/jobs/{id}/resume/", page("admin", ok=400), data={},
+                        setup=lambda: {"id": _finished_job()}),
+    "job_rollback": Entry("POST", "/jobs/{id}/rollback/", page("admin", ok=400), data={},
+                          setup=lambda: {"id": _finished_job()}),
     "api_job": Entry("GET", "/api/v1/jobs/{id}", api(*ALL), setup=lambda: {"id": _finished_job()}),
     "backups_list": Entry("GET", "/backups/", page(*ALL)),
     # no confirm=yes: 400, nothing is queued

@@ -61,6 +61,8 @@ READS: dict[str, tuple[str, tuple[str, ...]]] = {
     "job_detail": ("query", ()),
     "job_live": ("query", ()),
     "job_cancel": ("form", ()),
+    "job_resume": ("form", ()),
+    "job_rollback": ("form", ()),
     "api_job": ("query", ()),
     "backups_list": ("query", ()),
     "backup_run": ("form", ("confirm", "engine")),

@@ -103,3 +103,33 @@ def test_times_are_shown_in_the_portal_time_zone_and_backup_times_in_utc(client_
     name = put(tmp_path, datetime(2026, 11, 24, 6, 52, 43, tzinfo=timezone.utc), 100)
     html = client_as("viewer").get("/backups/").content.decode()
     assert name in html and "2026-11-24 06:52:43" in html
+
+
+@pytest.mark.django_db
+def test_an_abandoned_runbook_offers_resume_and_roll_back_to_admins_only(client_as):
+    """The job page of an abandoned runbook shows its plan and, to admins, the
+    two ways forward; each button queues the job again (audited) and a second
+    press of the same one changes nothing."""
+    import tests.test_runbook_kinds  # noqa: F401  registers test.rb*
+    from hcapadmin.audit.models import AuditEvent
+    from hcapadmin.jobs.models import Job
+
+    job, _ = submit("test.rb", {"tag": "page"}, request=admin_request(), target="hcap")
+    state = job.runbook
+    state["steps"][0].update(status="done", data={"staging": "hcap_restore_20261125000000"})
+    state["steps"][1].update(status="running")
+    Job.objects.filter(pk=job.pk).update(status="abandoned", runbook=state, error="its worker died")
+    viewer = client_as("viewer")  # (client_as logs the one test client in as that role)
+    assert 'data-testid="job-reopen"' not in viewer.get(f"/jobs/{job.pk}/").content.decode()
+    assert viewer.post(f"/jobs/{job.pk}/resume/").status_code == 403
+    admin = client_as("admin")
+    page = admin.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'data-testid="job-reopen"' in page and 'data-testid="job-plan"' in page
+    assert "hcap_restore_20261125000000" in page
+    response = admin.post(f"/jobs/{job.pk}/rollback/")
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
+    job.refresh_from_db()
+    assert job.status == "queued" and job.runbook["mode"] == "rollback"
+    assert admin.post(f"/jobs/{job.pk}/rollback/").status_code == 302  # already queued: no change
+    assert AuditEvent.objects.filter(action="job.rollback_requested", details__job=job.pk).count() == 1
+    assert admin.post(f"/jobs/{job.pk}/resume/").status_code == 400  # queued to roll back: not also resumed

@@ -16,7 +16,7 @@ from hcapadmin.core.api import form_errors
 from hcapadmin.jobs.forms import JobFiltersForm
 from hcapadmin.jobs.models import STATUSES, Job
 from hcapadmin.jobs.registry import all_kinds
-from hcapadmin.jobs.services import cancel, sweep
+from hcapadmin.jobs.services import cancel, resume, roll_back, sweep
 from ops.errors import NotFound
 
 PAGE_SIZE = 25
@@ -63,6 +63,8 @@ def _detail_context(request, job: Job) -> dict:
     return {
         "title": f"Job #{job.pk}", "job": job, "log": log[-LOG_TAIL_CHARS:], "log_truncated": truncated,
         "may_cancel": job.cancellable and job.is_active and request.principal.has_perm("operate"),
+        # an abandoned runbook job: an admin resumes it or rolls it back
+        "may_reopen": job.status == "abandoned" and job.runbook is not None and request.principal.has_perm("operate"),
     }
 
 
@@ -94,6 +96,30 @@ def job_cancel(request, pk: int):
     else:
         messages.warning(request, f"Job #{job.pk} was asked to stop; it stops at its next check.")
     return HttpResponseRedirect(reverse("job_detail", args=[job.pk]))
+
+
+def _reopen(request, pk: int, action, done: str):
+    job = _get_job(pk)
+    outcome = action(job, request=request)  # Invalid (not an abandoned runbook job) -> 400 page
+    if outcome == "already queued":
+        messages.info(request, f"Job #{job.pk} is already queued to be {done}.")
+    else:
+        messages.success(request, f"Job #{job.pk} is queued to be {done}; the page follows it.")
+    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]))
+
+
+@require_POST
+@permission_required("operate")
+def job_resume(request, pk: int):
+    """Resume an abandoned runbook job from the step its worker died in."""
+    return _reopen(request, pk, resume, "resumed")
+
+
+@require_POST
+@permission_required("operate")
+def job_rollback(request, pk: int):
+    """Undo, in reverse order, the steps an abandoned runbook job ran."""
+    return _reopen(request, pk, roll_back, "rolled back")
 
 
 @never_cache
