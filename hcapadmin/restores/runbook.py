@@ -24,7 +24,9 @@ point until the Redis key ``<prefix>:release`` exists, after setting
 ``<prefix>:entered``, so that tests can kill the worker or break something at
 an exact moment without sleeping.  Points: ``before:<step>``, ``load`` (in
 the middle of the load, after the first COPY data line was sent to psql),
-``cutover`` (between the cut-over's two renames).  Outside tests the
+``cutover`` (after each rename of the cut-over: between its two renames,
+and on a rerun that finishes a half-done swap, before connections are
+allowed again).  Outside tests the
 parameter is refused.  See docs/restores.md, "The runbook as a job".
 """
 
@@ -132,15 +134,25 @@ def _held_filter(sctx, params):
 
 
 class _Cutover(restore.Cutover):
-    """ops.restore.Cutover with a test hook between the two renames."""
+    """ops.restore.Cutover with a test hook after each rename of its run:
+    between the two renames, and (on a run that finishes a swap a killed
+    worker left half done) between the rename and allowing connections."""
 
     def __init__(self, *args, between=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._between = between
+        self._running = False
+
+    def run(self):
+        self._running = True
+        try:
+            return super().run()
+        finally:
+            self._running = False
 
     def _rename(self, conn, old, new, holders):
         out = super()._rename(conn, old, new, holders)
-        if self._between and old == self.target and new == self.pre:
+        if self._between and self._running and (old, new) in ((self.target, self.pre), (self.staging, self.target)):
             self._between()
         return out
 
