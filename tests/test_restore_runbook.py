@@ -382,3 +382,51 @@ def test_the_test_hold_is_refused_outside_tests(settings):
     with pytest.raises(runbook.Invalid, match="_hold"):
         runbook.validate_params({"target": "hcap", "backup": "b", "path": "/p", "size": 1, "sha256": "0" * 64,
                                  "mode": "online", "stamp": "20261125000000", "_hold": {"at": "load", "key": "k"}})
+
+
+# --- the portal's own database -------------------------------------------------------------
+def test_the_portal_database_briefly_unreachable_still_ends_the_job_consistently(scene, pg):
+    """The portal database refuses connections and the worker's sessions are
+    ended while the job waits before the check; once it is back, the job ends
+    with a status that matches what the target holds."""
+    from django.db import connection
+
+    stamp = "20261125120000"
+    s = scene("rbk_portal")
+    job = s.submit(s.params(stamp=stamp, hold="before:check"))
+    worker = s.worker()
+    wait_for(s.entered, 120, "the job to reach the check")
+    portal = connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        mine = cursor.fetchone()[0]
+    connection.close()
+    with psycopg.connect(ci(pg), autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{portal}" ALLOW_CONNECTIONS false')
+        try:
+            ended = admin.execute("SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                                  "WHERE datname = %s AND pid <> %s", (portal, mine)).fetchone()[0]
+            assert ended >= 1
+            # the worker finds its database gone (its next cancel check or heartbeat says so in its log)
+            wait_for(lambda: "hcapadmin" in worker_log(worker) and (
+                "connection" in worker_log(worker).lower() or "terminat" in worker_log(worker).lower()),
+                120, "the worker to notice")
+        finally:
+            admin.execute(f'ALTER DATABASE "{portal}" ALLOW_CONNECTIONS true')
+    s.release()
+    job = s.finished(job)
+    if job.status == "abandoned":
+        # the worker lost its own database in the middle of the job and the
+        # sweeper gave the job up: the target is untouched, and the job resumes
+        assert snapshot(pg, s.db) == s.live and db_props(pg, s.db)["oid"] == s.oid
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        redis_connection().delete(locks.lock_key(s.db))
+        assert resume(job, request=admin_request("carol")) == "queued"
+        s.worker()
+        job = s.finished(job)
+    if job.status == "succeeded":
+        s.assert_restored(stamp)
+    else:
+        assert job.status in ("failed", "cancelled"), job.error
+        s.assert_old(stamp)
