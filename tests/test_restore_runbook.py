@@ -430,3 +430,32 @@ def test_the_portal_database_briefly_unreachable_still_ends_the_job_consistently
     else:
         assert job.status in ("failed", "cancelled"), job.error
         s.assert_old(stamp)
+
+
+# --- the sandbox's managed database ---------------------------------------------------------
+def test_the_sandbox_seed_gives_the_managed_database_tens_of_mb_of_realistic_rows(pg, settings, tmp_path):
+    """The demo migrations applied by the real node-pg-migrate, then the seed:
+    HCAP-shaped rows in every table they create, 30-50 MB in all."""
+    from hcapadmin.core.management.commands.sandbox_seed import Command
+
+    pg.psql('DROP DATABASE IF EXISTS "rbk_seed" WITH (FORCE)')
+    pg.psql("CREATE DATABASE rbk_seed")
+    settings.MANAGED_DATABASE_URL = pg.url("rbk_seed")
+    settings.MIGRATIONS_DIR = str(tmp_path / "migrations")
+    command = Command()
+    command.migrate_hcap()
+    command.insert_rows()
+    command.insert_realistic_rows()
+    with psycopg.connect(ci(pg, "rbk_seed")) as conn:
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        assert 30e6 <= size <= 50e6, size
+        counts = dict(conn.execute(
+            "SELECT 'applicants', count(*) FROM applicants UNION ALL SELECT 'employer_sites', count(*) FROM "
+            "employer_sites UNION ALL SELECT 'employer_expressions', count(*) FROM employer_expressions").fetchall())
+        assert counts == {"applicants": 36_500, "employer_sites": 605, "employer_expressions": 8_000}
+        body = conn.execute("SELECT body FROM applicants WHERE body ? 'maximusId' ORDER BY id LIMIT 1").fetchone()[0]
+        assert {"firstName", "lastName", "emailAddress", "postalCode", "preferredLocation", "crcClear"} <= set(body)
+        # distinct, searchable people rather than one repeated filler row
+        assert conn.execute("SELECT count(DISTINCT body->>'emailAddress') FROM applicants").fetchone()[0] == 36_000
+        assert conn.execute("SELECT count(*) FROM applicants WHERE search @@ to_tsquery('simple', 'sandhu')"
+                            ).fetchone()[0] > 500
