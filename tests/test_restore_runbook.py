@@ -23,7 +23,7 @@ import pytest
 from hcapadmin.jobs import locks
 from hcapadmin.jobs.models import Job
 from hcapadmin.jobs.queue import redis_connection
-from hcapadmin.jobs.services import default_target, resume, roll_back, submit, sweep
+from hcapadmin.jobs.services import cancel, default_target, resume, roll_back, submit, sweep
 from hcapadmin.restores import runbook
 from ops import backups
 from tests.test_jobs import admin_request
@@ -245,11 +245,14 @@ def test_a_file_changed_between_the_preflight_and_the_load_is_refused_by_the_loa
     s.assert_old("20261125050000")
 
 
-def test_a_staging_database_that_does_not_match_the_backup_fails_the_check(scene):
-    s = scene("rbk_check")
-    job = s.submit(s.params(stamp="20261125060000", hold="before:check"))
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_a_staging_database_that_does_not_match_the_backup_fails_the_check(scene, mode):
+    s = scene(f"rbk_check_{mode}")
+    job = s.submit(s.params(stamp="20261125060000", hold="before:check", mode=mode))
     s.worker()
     wait_for(s.entered, 120, "the job to reach the check")
+    if mode == "offline":  # the application is kept out meanwhile
+        assert db_props(s.pg, s.db)["limit"] == 0
     s.pg.psql("DELETE FROM applicants WHERE id <= 3", f"{s.db}_restore_20261125060000")
     s.release()
     job = s.finished(job)
@@ -289,6 +292,19 @@ def test_a_rename_that_fails_because_a_session_holds_the_database_leaves_the_old
     assert "being accessed by other users" in job.error and "keeps its data" in job.error
     assert statuses(job)["cutover"] == "undone" and statuses(job)["load"] == "undone"
     s.assert_old("20261125070000")
+
+
+def test_cancel_during_the_load_drops_staging_and_keeps_the_old_data(scene):
+    s = scene("rbk_cancel")
+    job = s.submit(s.params(stamp="20261125065000", hold="before:load", mode="offline"))
+    s.worker()
+    wait_for(s.entered, 120, "the job to reach the load")
+    assert cancel(job, request=admin_request("bob")) == "requested"
+    job = s.finished(job)
+    assert job.status == "cancelled", job.error
+    assert statuses(job) == {"preflight": "done", "block": "undone", "safety_backup": "done", "load": "undone",
+                             "check": "skipped", "cutover": "skipped", "report": "skipped"}
+    s.assert_old("20261125065000")  # the connection limit is back to 7 too
 
 
 # --- workers killed, then resumed or rolled back ------------------------------------------

@@ -117,8 +117,13 @@ def _hold(sctx, params, point: str, *, in_thread: bool = False) -> None:
 
 
 def _held_filter(sctx, params):
-    """The load's line filter, holding once at the first COPY data line when a
-    test asks for ``load``."""
+    """The load's line filter: ops.restore's own, unchanged (no per-line cost)
+    unless a test asks to hold at ``load``, then wrapped to hold once at the
+    first COPY data line."""
+    spec = params.get("_hold")
+    if not spec or not getattr(settings, "TESTING", False) or spec.get("at") != "load":
+        return restore._meta_command_filter
+
     def line_filter(lines):
         held = False
         in_copy = False
