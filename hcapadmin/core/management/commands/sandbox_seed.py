@@ -152,7 +152,8 @@ def seed_realistic_rows(conn, *, scale: float = 1.0) -> dict:
                      'city', (%(city)s::text[])[1 + g %% 15],
                      'postalCode', (%(fsa)s::text[])[1 + g %% 15] || ' ' || (g %% 10) || chr(65 + g %% 26) || (g %% 7),
                      'registeredBusinessName', (%(last)s::text[])[1 + g %% 30] || ' Health Services Ltd.',
-                     'operatorName', (%(first)s::text[])[1 + (g * 3) %% 30] || ' ' || (%(last)s::text[])[1 + (g * 7) %% 30],
+                     'operatorName', (%(first)s::text[])[1 + (g * 3) %% 30] || ' ' ||
+                                     (%(last)s::text[])[1 + (g * 7) %% 30],
                      'operatorEmail', 'operator' || g || '@example-care.ca',
                      'isRHO', g %% 4 = 0),
                    now() - ((g * 13) %% 700) * interval '1 day',
@@ -185,7 +186,8 @@ def seed_realistic_rows(conn, *, scale: float = 1.0) -> dict:
                              'indigenous', (ARRAY['no','yes','prefer not to say'])[1 + (g * 5) %% 3],
                              'experienceWithHealthCareSettings', g %% 3 = 0,
                              'currentOrMostRecentIndustry',
-                               (ARRAY['Hospitality','Retail','Tourism','Food services','Health care','Other'])[1 + g %% 6],
+                               (ARRAY['Hospitality','Retail','Tourism','Food services','Health care',
+                                      'Other'])[1 + g %% 6],
                              'roleInvolvesHealthCareSettings', (%(roles)s::text[])[1 + g %% 5],
                              'maximusId', 1000000 + g,
                              'callbackStatus', g %% 13 = 0,
@@ -198,9 +200,11 @@ def seed_realistic_rows(conn, *, scale: float = 1.0) -> dict:
             INSERT INTO employer_expressions (body, created_at, updated_at)
             SELECT jsonb_build_object(
                      'organizationName', (%(last)s::text[])[1 + g %% 30] || ' ' ||
-                                         (ARRAY['Seniors Living','Care Society','Health Group','Community Care'])[1 + g %% 4],
+                                         (ARRAY['Seniors Living','Care Society','Health Group',
+                                                'Community Care'])[1 + g %% 4],
                      'healthAuthority', (%(ha)s::text[])[1 + g %% 5],
-                     'siteName', (%(city)s::text[])[1 + g %% 15] || ' ' || (ARRAY['Care Home','Lodge','Residence'])[1 + g %% 3],
+                     'siteName', (%(city)s::text[])[1 + g %% 15] || ' ' ||
+                                 (ARRAY['Care Home','Lodge','Residence'])[1 + g %% 3],
                      'emailAddress', 'hr' || g || '@example-employer.ca',
                      'phoneNumber', '604' || lpad(((g::bigint * 7793) %% 10000000)::text, 7, '0'),
                      'siteType', (ARRAY['Long-term care','Assisted living','Home support','Mental health'])[1 + g %% 4],
