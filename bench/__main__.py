@@ -2,6 +2,9 @@
 
     python -m bench                 # all
     python -m bench logs audit      # only bench_logs.py and bench_audit.py
+    python -m bench restore         # bench_restore.py: restores through the runbook
+
+Every module bench/bench_<name>.py is found by its name; ``<name>`` selects it.
 """
 
 from __future__ import annotations
