@@ -280,7 +280,7 @@ def preflight(conninfo: str, path: str, *, expected_size: int, expected_sha256: 
         raise RestoreFailed(f"{file.name} is {size:,} bytes, the approved file was {expected_size:,}: "
                             "the file changed since the request was approved")
     log(f"Checksumming {file.name}")
-    digest = sha256_file(str(file), check)
+    digest = sha256_file(str(file), check=check)
     if digest != expected_sha256:
         raise RestoreFailed(f"{file.name} does not have the approved sha256: the file changed since approval")
     version = _require_restricted_psql()
