@@ -246,6 +246,10 @@ def test_export_ndjson_and_csv_are_audited(client_as, filled, settings):
     assert rows[1]["message"] == filled[1]["message"]
     assert AuditEvent.objects.filter(action="logs.export").count() == 2
     assert client_as("viewer").get("/logs/export", {"format": "csv"}).status_code == 403
+    refused = client_as("admin").get("/logs/export", {"format": "csv", "level": "fatal"})
+    assert refused.status_code == 400 and "level: expected one of" in refused.content.decode()
+    event = AuditEvent.objects.filter(action="logs.export").first()
+    assert event.outcome == "failure" and "level" in event.details["error"]
 
 
 # --- API --------------------------------------------------------------------------------------------
@@ -266,6 +270,25 @@ def test_api_pages_with_next_cursor(client_as, filled):
     assert got == want
     assert set(got[0]) == {"id", "timestamp", "level", "message", "meta", "label", "hostname"}
     assert got[0]["timestamp"].endswith("Z")
+
+
+@pytest.mark.django_db
+def test_log_cursor_is_signed_for_its_use_only(client_as, filled):
+    """The cursor is django.core.signing salted hcapadmin.logs.cursor: a
+    cursor signed for another use (or unsalted) is a 400, as is an edit."""
+    from django.core import signing
+
+    client = client_as("viewer")
+    first = client.get("/api/v1/logs", {"limit": "5"}).json()
+    value = signing.Signer(salt="hcapadmin.logs.cursor").unsign(first["next"])
+    second = client.get("/api/v1/logs", {"limit": "5", "before": first["next"]}).json()
+    assert [i["id"] for i in second["items"]] == [str(d["_id"]) for d in filled[5:10]]
+    for forged in (signing.Signer(salt="hcapadmin.audit.cursor").sign(value), signing.Signer().sign(value), value,
+                   first["next"][:-1], first["next"] + "x"):
+        r = client.get("/api/v1/logs", {"before": forged})
+        assert r.status_code == 400 and "cursor" in r.json()["error"], forged
+        assert client.get("/logs/", {"before": forged}).status_code == 400
+        assert client.get("/logs/follow", {"after": forged}).status_code == 400
 
 
 @pytest.mark.django_db
