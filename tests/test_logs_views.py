@@ -505,3 +505,27 @@ def test_browser_histogram_error_is_shown_not_left_loading(login_page_as, source
     page.evaluate("htmx.ajax('GET', '/logs/histogram?range=all', {target: '#histogram', swap: 'innerHTML'})")
     page.locator("#histogram").get_by_text("time range", exact=False).wait_for()
     assert page.locator("#histogram svg").count() == 0
+
+
+def test_histogram_geometry_is_svgchart_stacked_bars():
+    """The histogram keeps its geometry (960 x 120, 1-unit gaps, known levels
+    most severe first and other levels as "other") through svgchart."""
+    from types import SimpleNamespace
+    from zoneinfo import ZoneInfo
+
+    from hcapadmin.logbrowser.views import _svg_histogram
+
+    start = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    buckets = [logs.Bucket(start + timedelta(hours=i), start + timedelta(hours=i + 1), counts)
+               for i, counts in enumerate(({"info": 1000, "error": 1, "fatal": 3}, {}, {"warn": 500}))]
+    flt = logs.make_filter(range="24h")
+    parsed = SimpleNamespace(filter=flt, base_params=lambda with_time=True: flt.params(with_time=with_time))
+    hist = _svg_histogram(buckets, parsed, ZoneInfo("UTC"))
+    assert (hist["width"], hist["height"], hist["max"], hist["total"]) == (960, 120, 1004, 1504)
+    first, empty, third = hist["bars"]
+    assert [(r["level"], r["x"], r["w"]) for r in first["rects"]] == [("error", 1, 318), ("info", 1, 318),
+                                                                      ("other", 1, 318)]
+    assert [r["h"] for r in first["rects"]] == [1, round(1000 / 1004 * 120, 2), 1]  # small counts stay visible
+    assert first["rects"][0]["y"] == 119 and empty["rects"] == [] and third["x"] == 640
+    assert third["rects"][0]["h"] == round(500 / 1004 * 120, 2)
+    assert first["href"].startswith("/logs/?") and "since=2026-11-25T12%3A00%3A00.000Z" in first["href"]
