@@ -192,7 +192,7 @@ def _form_context(request, parsed: _Request | None) -> dict:
 def _meta_box_redirect(request):
     """The page form has one textarea "meta" with key=value lines; turn it
     into meta.<key>=value params and redirect, so the URL stays canonical
-    and shareable.  Keys are validated by parse_filter after the redirect."""
+    and shareable.  Keys are validated by LogFilterForm after the redirect."""
     query = request.GET.copy()
     lines = "\n".join(query.pop("meta")).splitlines()
     for name in [k for k in query.keys() if k.startswith("meta.")]:
