@@ -19,8 +19,9 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
+from pydantic import ValidationError
 
-from hcapadmin.accounts.decorators import api_endpoint, permission_required, record_denied
+from hcapadmin.accounts.decorators import api_endpoint, permission_required, record_denied, validation_message
 from hcapadmin.audit.models import record
 from hcapadmin.core.api import error_page, json_error
 from hcapadmin.jobs.services import default_target, submit
@@ -299,12 +300,17 @@ def api_restore_reject(request, pk: int, body: schemas.CommentBody):
     return JsonResponse(services.as_api(req))
 
 
-@api_endpoint("view", methods=("POST",), body=schemas.CommentBody)
+@api_endpoint("view", methods=("POST",))
 @_conflicts
-def api_restore_cancel(request, pk: int, body: schemas.CommentBody):
-    """The requester or an admin."""
+def api_restore_cancel(request, pk: int):
+    """The requester or an admin: who may is checked (403) before the body
+    (which ``api_endpoint`` has read as ``request.json``) is validated."""
     req = _api_get(pk)
     _check_may_cancel(request, req)
+    try:
+        body = schemas.CommentBody.model_validate(request.json)
+    except ValidationError as exc:
+        raise Invalid(validation_message(exc, schemas.CommentBody)) from None
     comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
     req.cancel(request=request, comment=comment)
     return JsonResponse(services.as_api(req))
