@@ -529,3 +529,12 @@ def test_histogram_geometry_is_svgchart_stacked_bars():
     assert first["rects"][0]["y"] == 119 and empty["rects"] == [] and third["x"] == 640
     assert third["rects"][0]["h"] == round(500 / 1004 * 120, 2)
     assert first["href"].startswith("/logs/?") and "since=2026-11-25T12%3A00%3A00.000Z" in first["href"]
+
+
+@pytest.mark.django_db
+def test_entry_page_reads_source_and_tz_through_its_form(client_as, filled):
+    client = client_as("viewer")
+    doc = filled[0]
+    for params, reason in (({"tz": "Mars/Olympus"}, "tz: unknown time zone"), ({"source": "nope"}, "source:")):
+        r = client.get(f"/logs/entry/{doc['_id']}/", params)
+        assert r.status_code == 400 and "<title>Bad request" in r.content.decode() and reason in r.content.decode()

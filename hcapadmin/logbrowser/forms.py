@@ -81,3 +81,25 @@ class LogFilterForm(forms.Form):
 
     def message(self) -> str:
         return form_error(self)
+
+
+class LogEntryForm(forms.Form):
+    """The entry page's query string: ``source`` (a configured one, default
+    the first) and ``tz`` (the zone times are shown in).  Valid: ``source``,
+    ``collection``, ``tz`` (a ``ZoneInfo``)."""
+
+    def __init__(self, data, *, tz_default: str):
+        super().__init__(data)
+        self.tz_default = tz_default
+
+    def clean(self):
+        data = super().clean()
+        try:
+            data["source"], data["collection"] = mongo.collection(self.data.get("source") or None)
+            data["tz"] = logs.parse_timezone(self.data.get("tz"), self.tz_default)
+        except logs.LogFilterError as exc:
+            raise ValidationError(str(exc), code="invalid") from None
+        return data
+
+    def message(self) -> str:
+        return form_error(self)

@@ -1,6 +1,6 @@
 """Log browser pages and API.  Thin: the query string goes through one
-form (``hcapadmin.logbrowser.forms.LogFilterForm``), querying and formatting
-live in ops/logs.py, and errors are raised for the decorators to answer
+form (``hcapadmin.logbrowser.forms.LogFilterForm``; the entry page's through
+``LogEntryForm``), querying and formatting live in ops/logs.py, and errors are raised for the decorators to answer
 (docs/conventions.md).  Filters live in the query string so every view can
 be shared."""
 
@@ -25,7 +25,7 @@ from hcapadmin.audit.models import record
 from hcapadmin.core.api import json_error, status_for
 from hcapadmin.lib.svgchart import Frame, stacked_bars
 from hcapadmin.logbrowser import mongo
-from hcapadmin.logbrowser.forms import LogFilterForm, sign_cursor
+from hcapadmin.logbrowser.forms import LogEntryForm, LogFilterForm, sign_cursor
 from ops import logs
 from ops.errors import Invalid, OpsError
 from ops.logs import LogQueryTimeout, LogUnavailable
@@ -285,8 +285,10 @@ def logs_follow(request):
 
 @permission_required("view_logs")
 def log_detail(request, doc_id: str):
-    source, coll = mongo.collection(request.GET.get("source") or None)
-    tz = logs.parse_timezone(request.GET.get("tz"), settings.TIME_ZONE)
+    form = LogEntryForm(request.GET, tz_default=settings.TIME_ZONE)
+    if not form.is_valid():
+        raise Invalid(form.message())
+    source, coll, tz = form.cleaned_data["source"], form.cleaned_data["collection"], form.cleaned_data["tz"]
     doc = logs.find_document(coll, doc_id, max_time_ms=settings.LOG_MAX_TIME_MS)
     if doc is None:
         raise Http404("no such log entry")
