@@ -12,6 +12,7 @@ from datetime import timezone
 from html import escape
 from urllib.parse import quote
 
+from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from pygments import highlight as _highlight
 from pygments.formatters import HtmlFormatter
@@ -31,15 +32,24 @@ def _date_cell(item) -> str:
     return f'<time datetime="{d.isoformat()}">{d:%Y-%m-%d %H:%M} UTC</time>'
 
 
+def _detail_href():
+    """(prefix, suffix) of a migration's page around its quoted name: one
+    reverse() per table, as the name is quoted whole (``&`` too), which
+    reverse() would leave as is."""
+    prefix, _, suffix = reverse("migration_detail", args=["_"]).rpartition("_")
+    return escape(prefix), escape(suffix)
+
+
 def render_rows(items) -> SafeString:
     out = []
+    prefix, suffix = _detail_href()
     for item in items:
         name = escape(item.name)
         shown = escape(item.file or item.name)
         warning = (f' <span class="warn" title="{escape(item.warning)}">⚠ name</span>' if item.warning else "")
         run_on = f"{item.run_on:%Y-%m-%d %H:%M:%S}" if item.run_on else "—"
         out.append(
-            f'<tr class="mig-{item.status}" data-name="{name}"><td><a href="/migrations/{escape(quote(item.name, safe=""))}/">'
+            f'<tr class="mig-{item.status}" data-name="{name}"><td><a href="{prefix}{escape(quote(item.name, safe=""))}{suffix}">'
             f"<code>{shown}</code></a>{warning}</td>"
             f'<td><span class="badge status-{item.status}">{escape(item.status_label)}</span></td>'
             f"<td>{_date_cell(item)}</td><td>{run_on}</td></tr>"

@@ -1,41 +1,39 @@
 """Migrations pages and API.  Reading and predicting live in ops/migrations/; the
-POST that applies is migrations_ui/apply.py."""
+POST that applies is migrations_ui/apply.py.  The query string goes through
+``migrations_ui.forms.MigrationFiltersForm``; errors are raised for the
+decorators to answer (docs/conventions.md)."""
 
 from __future__ import annotations
 
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
 from hcapadmin.accounts.decorators import api_endpoint, permission_required
-from hcapadmin.core.api import json_error
+from hcapadmin.core.api import error_page, json_error
 from hcapadmin.core.platform import get_driver
 from migrations_ui import rendering, state
+from migrations_ui.forms import STATUS_FILTERS, STATUS_KEYS, MigrationFiltersForm
 from migrations_ui.rendering import render_rows
-from ops.errors import OpsError
-from ops.migrations.report import (APPLIED, MISSING, OUT_OF_ORDER, PENDING, STATUS_LABELS, Report,
-                                   find_item)
+from ops.errors import Invalid, OpsError
+from ops.migrations.report import STATUS_LABELS, Report, find_item
 from ops.migrations.ordering import valid_name
 from ops.migrations.sources import up_down_lines
 
 PER_PAGE = 100
-STATUS_FILTERS = ("all", APPLIED, PENDING, MISSING, OUT_OF_ORDER)
 
 
-def _page_context(request, report: Report) -> dict:
-    status = request.GET.get("status", "all")
-    if status not in STATUS_FILTERS:
-        raise ValueError("status must be one of " + ", ".join(STATUS_FILTERS))
+def _page_context(request, report: Report, status: str = "all", number: int | None = None) -> dict:
+    """The list page for ``status`` at page ``number`` (None: the last, where
+    the newest and usually the pending migrations are); Invalid for a page
+    past the end."""
     items = report.items if status == "all" else report.by_status(status)
     paginator = Paginator(items, PER_PAGE, allow_empty_first_page=True)
-    raw_page = request.GET.get("page")
-    if raw_page is None:
-        number = paginator.num_pages  # newest migrations (and usually the pending ones) last
-    else:
-        if not raw_page.isdigit() or not (1 <= int(raw_page) <= paginator.num_pages):
-            raise ValueError(f"page must be a number from 1 to {paginator.num_pages}")
-        number = int(raw_page)
+    if number is None:
+        number = paginator.num_pages
+    elif not 1 <= number <= paginator.num_pages:
+        raise Invalid(f"page must be a number from 1 to {paginator.num_pages}")
     attention = report.attention
     page_obj = paginator.page(number)
     return {
@@ -59,12 +57,11 @@ def _page_context(request, report: Report) -> dict:
 @never_cache
 @permission_required("view")
 def migration_list(request):
+    form = MigrationFiltersForm(request.GET)
+    if not form.is_valid():
+        return error_page(request, 400, form.message())
     report = state.report()
-    try:
-        context = _page_context(request, report)
-    except ValueError as exc:
-        # A whole page (title, language, navigation), not bare text: people follow these links.
-        return render(request, "400.html", {"title": "Bad request", "reason": str(exc)}, status=400)
+    context = _page_context(request, report, form.cleaned_data["status"], form.cleaned_data["page"])
     return render(request, "migrations_ui/list.html", context)
 
 
@@ -72,7 +69,7 @@ def migration_list(request):
 @permission_required("view")
 def migration_detail(request, name: str):
     if not valid_name(name):
-        return render(request, "400.html", {"reason": "not a migration name"}, status=400)
+        raise Invalid("not a migration name")
     report = state.report()
     item = find_item(report, name)
     if item is None:
@@ -84,7 +81,7 @@ def migration_detail(request, name: str):
     if item.file:
         try:
             source_text = get_driver().read_migration(item.file, report.files)
-        except OpsError as exc:
+        except OpsError as exc:  # the page still shows the item, with the reason the file is missing
             context["read_error"] = str(exc)
         else:
             marks = up_down_lines(source_text)
@@ -97,13 +94,10 @@ def migration_detail(request, name: str):
 @never_cache
 @api_endpoint("view", methods=("GET",))
 def api_migrations(request):
-    unknown = set(request.GET) - {"status"}
-    if unknown:
-        return json_error(f"unknown parameter(s): {', '.join(sorted(unknown))}", 400)
-    wanted = request.GET.get("status")
-    keys = (APPLIED, PENDING, MISSING, OUT_OF_ORDER)
-    if wanted is not None and wanted not in keys:
-        return json_error("status must be one of " + ", ".join(keys), 400)
+    form = MigrationFiltersForm(request.GET, api=True)
+    if not form.is_valid():
+        return json_error(form.message(), 400)
+    wanted, keys = form.cleaned_data["status"], STATUS_KEYS
     report = state.report()
     if not report.complete:
         errors = [e for e in (report.source_error, report.database_error) if e]

@@ -33,13 +33,11 @@ import base64
 import bisect
 import csv
 import dataclasses
-import hashlib
-import hmac
 import io
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,6 +47,7 @@ from bson.errors import InvalidId
 from pymongo import ASCENDING, DESCENDING
 from pymongo import errors as mongo_errors
 
+from ops.csvsafe import cell
 from ops.errors import Invalid, OpsError, Timeout, Unavailable
 
 UTC = timezone.utc
@@ -100,27 +99,15 @@ class LogUnavailable(Unavailable):
 
 
 # --- filters ------------------------------------------------------------------------
-def _getlist(params, key: str) -> list[str]:
-    if hasattr(params, "getlist"):
-        return list(params.getlist(key))
-    value = params.get(key)
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _one(params, key: str) -> str:
-    values = [v for v in _getlist(params, key) if v is not None]
-    if len(values) > 1 and len(set(values)) > 1:
-        raise LogFilterError(f"{key}: give it once")
-    value = values[0] if values else ""
+def check_text(value: str, what: str) -> str:
+    """A text filter value: stripped, bounded, without control characters."""
     if not isinstance(value, str):
-        raise LogFilterError(f"{key}: expected text")
+        raise LogFilterError(f"{what}: expected text")
     value = value.strip()
     if len(value) > MAX_TEXT:
-        raise LogFilterError(f"{key}: at most {MAX_TEXT} characters")
+        raise LogFilterError(f"{what}: at most {MAX_TEXT} characters")
     if _CONTROL_RE.search(value):
-        raise LogFilterError(f"{key}: control characters are not allowed")
+        raise LogFilterError(f"{what}: control characters are not allowed")
     return value
 
 
@@ -280,15 +267,20 @@ def meta_candidates(value: str) -> list:
     return out
 
 
-def parse_filter(params: Mapping, *, tz_default: str = "UTC", now: datetime | None = None,
-                 default_range: str = "", meta_keys: tuple[str, ...] = META_KEYS) -> LogFilter:
-    """Build a ``LogFilter`` from request parameters (a Django QueryDict or a
-    dict of str/list).  Unknown parameters are ignored; bad values raise
-    ``LogFilterError`` with a message fit for a 400."""
+def make_filter(*, since: str = "", until: str = "", range: str = "", tz: str = "",
+                levels: tuple[str, ...] | list[str] = (), label: str = "", host: str = "", text: str = "",
+                meta: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (), tz_default: str = "UTC",
+                now: datetime | None = None, default_range: str = "",
+                meta_keys: tuple[str, ...] = META_KEYS) -> LogFilter:
+    """Build a ``LogFilter`` from the values a person gave, each already
+    picked out of the request (``levels``: the given ``level`` values, each
+    possibly comma-separated; ``meta``: (key, value) pairs of
+    ``meta.<key>=value``).  Bad values raise ``LogFilterError`` with a message
+    fit for a 400."""
     now = now or datetime.now(UTC)
-    tz = parse_timezone(_one(params, "tz"), tz_default)
-    levels: list[str] = []
-    for raw in _getlist(params, "level"):
+    zone = parse_timezone(check_text(tz, "tz"), tz_default)
+    chosen: list[str] = []
+    for raw in levels:
         if not isinstance(raw, str):
             raise LogFilterError("level: expected text")
         for part in raw.split(","):
@@ -297,42 +289,57 @@ def parse_filter(params: Mapping, *, tz_default: str = "UTC", now: datetime | No
                 continue
             if part not in LEVELS:
                 raise LogFilterError(f"level: expected one of {', '.join(LEVELS)}")
-            if part not in levels:
-                levels.append(part)
-    levels.sort(key=LEVELS.index)
-    meta: list[tuple[str, str]] = []
-    keys = params.keys() if hasattr(params, "keys") else []
-    for name in keys:
-        if not isinstance(name, str) or not name.startswith("meta."):
-            continue
-        key = name[len("meta."):]
-        if not KEY_RE.fullmatch(key) or len(key) > 100:
+            if part not in chosen:
+                chosen.append(part)
+    chosen.sort(key=LEVELS.index)
+    pairs: list[tuple[str, str]] = []
+    for key, value in meta:
+        if not isinstance(key, str) or not KEY_RE.fullmatch(key) or len(key) > 100:
             raise LogFilterError("meta key: letters, digits and _ separated by dots (no $), e.g. meta.req.status")
-        value = _one(params, name)
+        value = check_text(value, "meta." + key)
         if value:
-            meta.append((key, value))
-    if len(meta) > MAX_META:
+            pairs.append((key, value))
+    if len(pairs) > MAX_META:
         raise LogFilterError(f"meta: at most {MAX_META} pairs")
-    meta.sort()
-    since_text, until_text = _one(params, "since"), _one(params, "until")
-    range_name = _one(params, "range")
-    since = until = None
+    pairs.sort()
+    since_text, until_text = check_text(since, "since"), check_text(until, "until")
+    range_name = check_text(range, "range")
+    since_at = until_at = None
     if since_text or until_text:
-        since = parse_time(since_text, tz, "since") if since_text else None
-        until = parse_time(until_text, tz, "until") if until_text else None
-        if since and until and since >= until:
+        since_at = parse_time(since_text, zone, "since") if since_text else None
+        until_at = parse_time(until_text, zone, "until") if until_text else None
+        if since_at and until_at and since_at >= until_at:
             raise LogFilterError("since must be before until")
         range_name = "custom"
     else:
         range_name = range_name or default_range
         if range_name in PRESETS:
-            since = now - PRESETS[range_name]
+            since_at = now - PRESETS[range_name]
         elif range_name not in ("", "all"):
             raise LogFilterError(f"range: expected one of {', '.join(PRESETS)}, all")
     return LogFilter(
-        since=since, until=until, levels=tuple(levels), label=_one(params, "label"), host=_one(params, "host"),
-        text=_one(params, "q"), meta=tuple(meta), range=range_name, tz=tz.key, meta_keys=tuple(meta_keys),
+        since=since_at, until=until_at, levels=tuple(chosen), label=check_text(label, "label"),
+        host=check_text(host, "host"), text=check_text(text, "q"), meta=tuple(pairs), range=range_name,
+        tz=zone.key, meta_keys=tuple(meta_keys),
     )
+
+
+def parse_filter(params: dict[str, str | list[str]], **kwargs) -> LogFilter:
+    """``make_filter`` from a plain dict of query-string names to a value or
+    a list of values (scripts and benchmarks; requests go through
+    ``hcapadmin.logbrowser.forms.LogFilterForm``)."""
+    def one(name: str) -> str:
+        value = params.get(name, "")
+        values = value if isinstance(value, list) else [value]
+        if len(set(values)) > 1:
+            raise LogFilterError(f"{name}: give it once")
+        return values[0] if values else ""
+
+    level = params.get("level", [])
+    meta = [(name[len("meta."):], one(name)) for name in params if name.startswith("meta.")]
+    return make_filter(since=one("since"), until=one("until"), range=one("range"), tz=one("tz"),
+                       levels=level if isinstance(level, list) else [level], label=one("label"),
+                       host=one("host"), text=one("q"), meta=meta, **kwargs)
 
 
 def parse_limit(value, default: int = DEFAULT_LIMIT, maximum: int = MAX_LIMIT) -> int:
@@ -373,7 +380,12 @@ def _ms(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
-def encode_cursor(position: Position, key: bytes) -> str:
+CURSOR_EXPECTED = "cursor: not a cursor this portal issued (follow the links instead of editing them)"
+
+
+def cursor_value(position: Position) -> str:
+    """``position`` as URL-safe text.  Unsigned: the caller signs it (the
+    view layer, with a salt naming its use) so clients cannot make one up."""
     ms = None if position.timestamp is None else _ms(position.timestamp)
     ident = position.id
     if isinstance(ident, ObjectId):
@@ -382,26 +394,20 @@ def encode_cursor(position: Position, key: bytes) -> str:
         kind, text = "i", str(ident)
     else:
         kind, text = "s", str(ident)
-    payload = _b64(json.dumps([2, ms, kind, text], separators=(",", ":")).encode("utf-8"))
-    sig = _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()[:16])
-    return f"{payload}.{sig}"
+    return _b64(json.dumps([2, ms, kind, text], separators=(",", ":")).encode("utf-8"))
 
 
-def decode_cursor(token: str, key: bytes) -> Position:
-    bad = LogFilterError("cursor: not a cursor this portal issued (follow the links instead of editing them)")
-    if not isinstance(token, str) or len(token) > 300 or token.count(".") != 1:
-        raise bad
-    payload, sig = token.split(".")
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", payload) or not re.fullmatch(r"[A-Za-z0-9_-]+", sig):
-        raise bad
-    expected = _b64(hmac.new(key, payload.encode("ascii"), hashlib.sha256).digest()[:16])
-    if not hmac.compare_digest(expected, sig):
+def position_from(value: str) -> Position:
+    """The position ``cursor_value`` wrote (after its signature was
+    checked); ``LogFilterError`` for anything else."""
+    bad = LogFilterError(CURSOR_EXPECTED)
+    if not isinstance(value, str) or len(value) > 300 or not re.fullmatch(r"[A-Za-z0-9_-]+", value):
         raise bad
     try:
-        version, ms, kind, ident = json.loads(_unb64(payload))
-        if version not in (1, 2) or kind not in ("o", "s", "i") or not isinstance(ident, str):
+        version, ms, kind, ident = json.loads(_unb64(value))
+        if version != 2 or kind not in ("o", "s", "i") or not isinstance(ident, str):
             raise ValueError
-        if not (isinstance(ms, int) or (ms is None and version == 2)):
+        if not (isinstance(ms, int) or ms is None) or isinstance(ms, bool):
             raise ValueError
         ts = None if ms is None else EPOCH + timedelta(milliseconds=ms)
         value = ObjectId(ident) if kind == "o" else int(ident) if kind == "i" else ident
@@ -829,19 +835,6 @@ def histogram(collection, flt: LogFilter, *, now: datetime | None = None, max_ti
 
 # --- export ----------------------------------------------------------------------------------
 CSV_COLUMNS = ("timestamp", "level", "label", "hostname", "message", "meta", "id")
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value) -> str:
-    if value is None:
-        return ""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
-    # Spreadsheet formula injection: a cell starting with one of these is prefixed with '.
-    if text.startswith(_FORMULA_START):
-        text = "'" + text
-    return text
-
-
 def export_chunks(collection, flt: LogFilter, *, fmt: str, limit: int, max_time_ms: int,
                   batch_size: int = 1000) -> Iterator[str]:
     """Yield the export as text chunks (one batch of documents each), newest
@@ -872,7 +865,7 @@ def _export_iter(cursor, first, fmt, max_time_ms, batch_size, meta_keys):
             buffer.write(json.dumps(item, ensure_ascii=False, separators=(",", ":")))
             buffer.write("\n")
         else:
-            writer.writerow([_csv_cell(item[c]) for c in CSV_COLUMNS])
+            writer.writerow([cell(item[c]) for c in CSV_COLUMNS])
 
     if first is not None:
         emit(first)
@@ -937,8 +930,8 @@ def ensure_indexes(collection) -> list[str]:
 
 __all__ = [
     "LEVELS", "PRESETS", "KEY_RE", "LogFilter", "LogFilterError", "LogQueryTimeout", "LogUnavailable", "OpsError",
-    "Page", "Position", "Bucket", "parse_filter", "parse_limit", "parse_timezone", "parse_time", "encode_cursor",
-    "decode_cursor", "fetch_page", "fetch_newer", "find_document", "histogram", "histogram_plan", "run_histogram",
+    "Page", "Position", "Bucket", "make_filter", "parse_filter", "parse_limit", "parse_timezone", "parse_time", "check_text",
+    "cursor_value", "position_from", "CURSOR_EXPECTED", "fetch_page", "fetch_newer", "find_document", "histogram", "histogram_plan", "run_histogram",
     "server_kind", "HistogramPlan", "MONGODB", "FERRETDB", "bucket_edges", "export_chunks",
     "serialize", "metadata_of", "meta_key_usage", "META_KEYS", "iso", "index_status", "missing_indexes", "ensure_indexes", "CSV_COLUMNS",
 ]

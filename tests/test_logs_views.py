@@ -245,6 +245,10 @@ def test_export_ndjson_and_csv_are_audited(client_as, filled, settings):
     assert rows[1]["message"] == filled[1]["message"]
     assert AuditEvent.objects.filter(action="logs.export").count() == 2
     assert client_as("viewer").get("/logs/export", {"format": "csv"}).status_code == 403
+    refused = client_as("admin").get("/logs/export", {"format": "csv", "level": "fatal"})
+    assert refused.status_code == 400 and "level: expected one of" in refused.content.decode()
+    event = AuditEvent.objects.filter(action="logs.export").first()
+    assert event.outcome == "failure" and "level" in event.details["error"]
 
 
 # --- API --------------------------------------------------------------------------------------------
@@ -265,6 +269,25 @@ def test_api_pages_with_next_cursor(client_as, filled):
     assert got == want
     assert set(got[0]) == {"id", "timestamp", "level", "message", "meta", "label", "hostname"}
     assert got[0]["timestamp"].endswith("Z")
+
+
+@pytest.mark.django_db
+def test_log_cursor_is_signed_for_its_use_only(client_as, filled):
+    """The cursor is django.core.signing salted hcapadmin.logs.cursor: a
+    cursor signed for another use (or unsalted) is a 400, as is an edit."""
+    from django.core import signing
+
+    client = client_as("viewer")
+    first = client.get("/api/v1/logs", {"limit": "5"}).json()
+    value = signing.Signer(salt="hcapadmin.logs.cursor").unsign(first["next"])
+    second = client.get("/api/v1/logs", {"limit": "5", "before": first["next"]}).json()
+    assert [i["id"] for i in second["items"]] == [str(d["_id"]) for d in filled[5:10]]
+    for forged in (signing.Signer(salt="hcapadmin.audit.cursor").sign(value), signing.Signer().sign(value), value,
+                   first["next"][:-1], first["next"] + "x"):
+        r = client.get("/api/v1/logs", {"before": forged})
+        assert r.status_code == 400 and "cursor" in r.json()["error"], forged
+        assert client.get("/logs/", {"before": forged}).status_code == 400
+        assert client.get("/logs/follow", {"after": forged}).status_code == 400
 
 
 @pytest.mark.django_db
@@ -484,3 +507,36 @@ def test_browser_histogram_error_is_shown_not_left_loading(login_page_as, source
     page.evaluate("htmx.ajax('GET', '/logs/histogram?range=all', {target: '#histogram', swap: 'innerHTML'})")
     page.locator("#histogram").get_by_text("time range", exact=False).wait_for()
     assert page.locator("#histogram svg").count() == 0
+
+
+def test_histogram_geometry_is_svgchart_stacked_bars():
+    """The histogram keeps its geometry (960 x 120, 1-unit gaps, known levels
+    most severe first and other levels as "other") through svgchart."""
+    from types import SimpleNamespace
+    from zoneinfo import ZoneInfo
+
+    from hcapadmin.logbrowser.views import _svg_histogram
+
+    start = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+    buckets = [logs.Bucket(start + timedelta(hours=i), start + timedelta(hours=i + 1), counts)
+               for i, counts in enumerate(({"info": 1000, "error": 1, "fatal": 3}, {}, {"warn": 500}))]
+    flt = logs.make_filter(range="24h")
+    parsed = SimpleNamespace(filter=flt, base_params=lambda with_time=True: flt.params(with_time=with_time))
+    hist = _svg_histogram(buckets, parsed, ZoneInfo("UTC"))
+    assert (hist["width"], hist["height"], hist["max"], hist["total"]) == (960, 120, 1004, 1504)
+    first, empty, third = hist["bars"]
+    assert [(r["level"], r["x"], r["w"]) for r in first["rects"]] == [("error", 1, 318), ("info", 1, 318),
+                                                                      ("other", 1, 318)]
+    assert [r["h"] for r in first["rects"]] == [1, round(1000 / 1004 * 120, 2), 1]  # small counts stay visible
+    assert first["rects"][0]["y"] == 119 and empty["rects"] == [] and third["x"] == 640
+    assert third["rects"][0]["h"] == round(500 / 1004 * 120, 2)
+    assert first["href"].startswith("/logs/?") and "since=2026-11-25T12%3A00%3A00.000Z" in first["href"]
+
+
+@pytest.mark.django_db
+def test_entry_page_reads_source_and_tz_through_its_form(client_as, filled):
+    client = client_as("viewer")
+    doc = filled[0]
+    for params, reason in (({"tz": "Mars/Olympus"}, "tz: unknown time zone"), ({"source": "nope"}, "source:")):
+        r = client.get(f"/logs/entry/{doc['_id']}/", params)
+        assert r.status_code == 400 and "<title>Bad request" in r.content.decode() and reason in r.content.decode()

@@ -172,3 +172,21 @@ def test_detail_page_for_unusual_file_names(client_as, configured):
     detail = client.get("/migrations/1700000000000_with%20space%20%26%20ampersand/")
     assert detail.status_code == 200 and "with space &amp; ampersand" in detail.content.decode()
     assert client.get("/migrations/%01control/").status_code == 400
+
+
+@pytest.mark.django_db
+def test_bad_input_is_a_whole_400_page(client_as, configured):
+    """The apply post answered bare text/plain; the list's query string
+    takes ASCII digits only (str.isdigit also took "²")."""
+    client = client_as("admin")
+    for data, reason in (({}, "confirm=apply is required"),
+                         ({"confirm": "apply"}, "the names of the pending migrations"),
+                         ({"confirm": " apply"}, "confirm=apply is required")):
+        response = client.post("/migrations/apply/", data)
+        html = response.content.decode()
+        assert response.status_code == 400 and response["Content-Type"].startswith("text/html"), data
+        assert '<html lang="en">' in html and "<title>Bad request" in html and reason in html, data
+    for query in ("page=%C2%B2", "page=%D9%A3", "status=", "status=bogus"):
+        response = client.get("/migrations/?" + query)
+        assert response.status_code == 400 and "<title>Bad request" in response.content.decode(), query
+    assert client.get("/api/v1/migrations?page=1").json() == {"error": "unknown parameter(s): page"}

@@ -132,3 +132,14 @@ def test_dashboard_lists_requests_waiting_for_this_approver(client, demo_users):
     assert 'data-testid="dash-restores-waiting"' in html
     assert f'href="/restores/{waiting.pk}/"' in html and f'href="/restores/{own.pk}/"' not in html
     assert 'dash-restores-waiting' not in as_user(client, "viewer", "viewer").get("/").content.decode()
+
+
+def test_list_filters_go_through_one_form(client, demo_users):
+    """The page and the API read ``status`` and ``page`` through
+    RestoreFiltersForm: other scripts' digits and words are a 400, not page 1."""
+    c = as_user(client, "viewer", "viewer")
+    for query in ("page=%D9%A3", "page=abc", "page=0", "status=nonsense"):
+        page = c.get("/restores/?" + query)
+        assert page.status_code == 400 and "<title>Bad request" in page.content.decode(), query
+        api = c.get("/api/v1/restores?" + query)
+        assert api.status_code == 400 and api.json()["error"].split(":")[0] in ("page", "status"), query

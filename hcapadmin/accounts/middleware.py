@@ -22,11 +22,12 @@ import time
 
 from django.conf import settings
 from django.shortcuts import render
+from django.urls import reverse
 
 from hcapadmin.accounts import auth as authn
 from hcapadmin.accounts.openshift import ReviewError, TokenRejected
 from hcapadmin.accounts.principal import Principal, roles_for_groups
-from hcapadmin.core.api import json_error
+from hcapadmin.core.api import is_api_path, json_error
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SAFE_RECHECK_SECONDS = 300
@@ -49,7 +50,7 @@ def principal_from_local_user(user) -> Principal | None:
 
 
 def _is_api(request) -> bool:
-    return request.path.startswith("/api/")
+    return is_api_path(request.path)
 
 
 class PrincipalMiddleware:
@@ -137,7 +138,7 @@ class PrincipalMiddleware:
             request.principal, request.auth_via = local, "session"
             return None
         principal = authn.principal_from_dict(data)
-        unsafe = request.method not in SAFE_METHODS and request.path not in ("/logout/", "/login/")
+        unsafe = request.method not in SAFE_METHODS and request.path not in (reverse("logout"), reverse("login"))
         return self._review_if_due(request, principal, strict=unsafe, refused=UNCONFIRMED_CHANGE)
 
     def process_view(self, request, view_func, view_args, view_kwargs):

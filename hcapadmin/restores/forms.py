@@ -1,12 +1,56 @@
-"""HTML forms of the restore pages.  They check shapes and lengths; the
+"""HTML forms of the restore pages, and the list's query string (shared by
+the page and GET /api/v1/restores).  They check shapes and lengths; the
 rules (target names, verified backups, who may sign off) live in
 hcapadmin.restores.services and the model methods, shared with the API."""
 
 from __future__ import annotations
 
-from django import forms
+import re
 
+from django import forms
+from django.core.exceptions import ValidationError
+
+from hcapadmin.core.api import form_error
+from hcapadmin.restores.models import STATUSES
 from hcapadmin.restores.services import COMMENT_MAX, REASON_MAX
+
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: int() would also read "٣"
+MAX_PAGE = 10**9  # beyond every list's last page, which it then shows
+
+
+class RestoreFiltersForm(forms.Form):
+    """``status`` (one of the model's statuses, or empty for all) and
+    ``page`` (ASCII digits; a number past the last page shows the last, as
+the paginator does)."""
+
+    status = forms.CharField(label="status", required=False)
+    page = forms.CharField(label="page", required=False, max_length=100)
+
+    def clean_status(self):
+        status = self.cleaned_data["status"]
+        if status and status not in STATUSES:
+            raise ValidationError(f"Unknown status; choose one of {', '.join(STATUSES)}.", code="invalid_choice")
+        return status
+
+    def clean_page(self):
+        page = self.cleaned_data["page"]
+        if not page:
+            return None
+        if not _DIGITS.fullmatch(page) or int(page) < 1:
+            raise ValidationError("expected a page number from 1", code="invalid")
+        return min(int(page), MAX_PAGE)
+
+    def message(self) -> str:
+        return form_error(self)
+
+    def queryset(self, rows):
+        """``rows`` narrowed by the status of a valid form."""
+        status = self.cleaned_data["status"]
+        return rows.filter(status=status) if status else rows
+
+    @property
+    def page_number(self) -> int:
+        return self.cleaned_data["page"] or 1
 
 
 class NewRequestForm(forms.Form):

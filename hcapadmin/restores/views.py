@@ -1,12 +1,14 @@
 """Restore request pages and API: list, new request from a catalog backup,
 the request's page (plan, sign-offs, live job), approve / reject / cancel /
 discard the kept pre-restore database.  Rules live in the model methods and
-hcapadmin.restores.services; these views only translate errors:
-Invalid 400, Forbidden 403, NotFound 404, Conflict 409, Unavailable 503."""
+hcapadmin.restores.services; these views raise their errors and the
+decorators answer with the status of each class (docs/conventions.md).  The
+list's query string goes through ``RestoreFiltersForm``, API bodies through
+``api_endpoint(..., body=<model>)``."""
 
 from __future__ import annotations
 
-import json
+from functools import wraps
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -14,42 +16,37 @@ from django.db import transaction
 from django.db.models import Case, IntegerField, Value, When
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 from pydantic import ValidationError
 
-from hcapadmin.accounts.decorators import api_endpoint, permission_required, record_denied
+from hcapadmin.accounts.decorators import api_endpoint, permission_required, record_denied, validation_message
 from hcapadmin.audit.models import record
-from hcapadmin.core.api import json_error
+from hcapadmin.core.api import error_page, json_error
 from hcapadmin.jobs.services import default_target, submit
 from hcapadmin.restores import schemas, services
-from hcapadmin.restores.forms import ConfirmForm, DecisionForm, NewRequestForm
+from hcapadmin.restores.forms import ConfirmForm, DecisionForm, NewRequestForm, RestoreFiltersForm
 from hcapadmin.restores.models import (
     APPROVED, PENDING, RUNNING, STATUSES, SUCCEEDED, Conflict, RestoreRequest)
-from ops.errors import Forbidden, Invalid, NotFound, OpsError, Unavailable
+from ops import errors
+from ops.errors import Forbidden, Invalid, NotFound, OpsError
 
 PAGE_SIZE = 25
 API_PAGE_SIZE = 50
 
 
-def _status_of(exc: Exception) -> int:
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, Invalid):
-        return 400
-    if isinstance(exc, Forbidden):
-        return 403
-    if isinstance(exc, NotFound):
-        return 404
-    return 503
-
-
-def _page_error(request, exc: Exception):
-    status = _status_of(exc)
-    template = {403: "403.html", 404: "404.html"}.get(status, "400.html")
-    title = {403: "Not allowed", 404: "Not found", 409: "Not possible now", 503: "Unavailable"}.get(status,
-                                                                                                      "Bad request")
-    return render(request, template, {"reason": str(exc), "title": title}, status=status)
+def _conflicts(view):
+    """A restore request's ``Conflict`` (an ``Invalid`` for the code that
+    raises it) is answered 409: re-raised as ``ops.errors.Conflict`` for the
+    outer decorator."""
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except Conflict as exc:
+            raise errors.Conflict(str(exc)) from exc
+    return wrapper
 
 
 def _get(pk) -> RestoreRequest:
@@ -72,16 +69,12 @@ def _ordered():
 @permission_required("view")
 def restore_list(request):
     services.expire_due()
-    status = request.GET.get("status", "")
-    rows = _ordered()
-    if status:
-        if status not in STATUSES:
-            return render(request, "400.html", {"reason": f"Unknown status; choose one of {', '.join(STATUSES)}.",
-                                                "title": "Bad request"}, status=400)
-        rows = rows.filter(status=status)
-    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
+    form = RestoreFiltersForm(request.GET)
+    if not form.is_valid():
+        return error_page(request, 400, form.message())
+    page = Paginator(form.queryset(_ordered()), PAGE_SIZE).get_page(form.page_number)
     return render(request, "restores/list.html", {
-        "title": "Restores", "page": page, "statuses": STATUSES, "status": status,
+        "title": "Restores", "page": page, "statuses": STATUSES, "status": form.cleaned_data["status"],
         "may_operate": request.principal.has_perm("operate"),
     })
 
@@ -95,13 +88,10 @@ def _catalog_item(name):
 @never_cache
 @require_http_methods(["GET", "POST"])
 @permission_required("operate")
+@_conflicts
 def restore_new(request):
     source = request.POST if request.method == "POST" else request.GET
-    name = source.get("backup", "")
-    try:
-        item = _catalog_item(name)
-    except OpsError as exc:
-        return _page_error(request, exc)
+    item = _catalog_item(source.get("backup", ""))
     context = {"title": f"Request a restore of {item.entry.name}", "item": item}
     if request.method == "GET":
         form = NewRequestForm(initial={"backup": item.entry.name, "target": item.entry.database,
@@ -115,13 +105,14 @@ def restore_new(request):
         req = services.create_request(request=request, backup=data["backup"], target=data["target"],
                                       mode=data["mode"], reason=data["reason"], ticket=data["ticket"],
                                       acknowledge_unverified=data["acknowledge_unverified"])
-    except (Conflict, NotFound, Unavailable, Forbidden) as exc:
-        return _page_error(request, exc)
+    except Conflict:
+        raise
     except Invalid as exc:
+        # Back to the form with the reason beside the fields (the form keeps what was typed).
         form.add_error(None, str(exc))
         return render(request, "restores/new.html", {**context, "form": form}, status=400)
     messages.success(request, f"Restore request #{req.pk} is waiting for approval.")
-    return HttpResponseRedirect(f"/restores/{req.pk}/")
+    return HttpResponseRedirect(reverse("restore_detail", args=[req.pk]))
 
 
 def _detail_context(request, req: RestoreRequest) -> dict:
@@ -165,63 +156,66 @@ def restore_detail(request, pk: int):
     return render(request, "restores/detail.html", _detail_context(request, req))
 
 
+def _back_to(req: RestoreRequest):
+    return HttpResponseRedirect(reverse("restore_detail", args=[req.pk]))
+
+
 @require_POST
 @permission_required("approve")
+@_conflicts
 def restore_approve(request, pk: int):
     req = _get(pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        return _page_error(request, Invalid("The comment is too long or not valid text."))
+        raise Invalid("The comment is too long or not valid text.")
     if form.cleaned_data["confirm"] != req.target:
-        return _page_error(request, Invalid(f"Type the target database name ({req.target}) to confirm."))
-    try:
-        comment = services.validate_text(form.cleaned_data["comment"], "comment", required=False,
-                                         limit=services.COMMENT_MAX)
-        job = req.approve(request=request, comment=comment)
-    except OpsError as exc:
-        return _page_error(request, exc)
+        raise Invalid(f"Type the target database name ({req.target}) to confirm.")
+    comment = services.validate_text(form.cleaned_data["comment"], "comment", required=False,
+                                     limit=services.COMMENT_MAX)
+    job = req.approve(request=request, comment=comment)
     if job is not None:
         messages.success(request, f"Approved. The restore is queued as job #{job.pk}.")
     else:
         messages.success(request, "Approved. More approvals are needed before it runs.")
-    return HttpResponseRedirect(f"/restores/{req.pk}/")
+    return _back_to(req)
 
 
 @require_POST
 @permission_required("approve")
+@_conflicts
 def restore_reject(request, pk: int):
     req = _get(pk)
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        return _page_error(request, Invalid("The comment is too long or not valid text."))
-    try:
-        comment = services.validate_text(form.cleaned_data["comment"], "comment", required=True,
-                                         limit=services.COMMENT_MAX)
-        req.reject(request=request, comment=comment)
-    except OpsError as exc:
-        return _page_error(request, exc)
+        raise Invalid("The comment is too long or not valid text.")
+    comment = services.validate_text(form.cleaned_data["comment"], "comment", required=True,
+                                     limit=services.COMMENT_MAX)
+    req.reject(request=request, comment=comment)
     messages.success(request, "Rejected.")
-    return HttpResponseRedirect(f"/restores/{req.pk}/")
+    return _back_to(req)
+
+
+def _check_may_cancel(request, req: RestoreRequest) -> None:
+    """Only the requester or someone with ``operate`` cancels (a refusal is audited)."""
+    if request.principal.name != req.requested_by and not request.principal.has_perm("operate"):
+        record_denied(request, "operate")
+        raise Forbidden("Only the requester or an admin can cancel a restore request.")
 
 
 @require_POST
 @permission_required("view")
+@_conflicts
 def restore_cancel(request, pk: int):
     req = _get(pk)
-    if request.principal.name != req.requested_by and not request.principal.has_perm("operate"):
-        record_denied(request, "operate")
-        return _page_error(request, Forbidden("Only the requester or an admin can cancel a restore request."))
+    _check_may_cancel(request, req)
     form = ConfirmForm(request.POST)
     if not form.is_valid() or form.cleaned_data["confirm"] != "yes":
-        return _page_error(request, Invalid("Confirm the cancellation (confirm=yes)."))
-    try:
-        comment = services.validate_text(form.cleaned_data["comment"], "comment", required=False,
-                                         limit=services.COMMENT_MAX)
-        req.cancel(request=request, comment=comment)
-    except OpsError as exc:
-        return _page_error(request, exc)
+        raise Invalid("Confirm the cancellation (confirm=yes).")
+    comment = services.validate_text(form.cleaned_data["comment"], "comment", required=False,
+                                     limit=services.COMMENT_MAX)
+    req.cancel(request=request, comment=comment)
     messages.success(request, f"Restore request #{req.pk} was cancelled.")
-    return HttpResponseRedirect(f"/restores/{req.pk}/")
+    return _back_to(req)
 
 
 def discard_previous(request, req: RestoreRequest, confirm):
@@ -243,42 +237,17 @@ def discard_previous(request, req: RestoreRequest, confirm):
 
 @require_POST
 @permission_required("operate")
+@_conflicts
 def restore_discard(request, pk: int):
     req = _get(pk)
     form = ConfirmForm(request.POST)
     if not form.is_valid():
-        return _page_error(request, Invalid("Type the pre-restore database name to confirm."))
-    try:
-        job = discard_previous(request, req, form.cleaned_data["confirm"])
-    except OpsError as exc:
-        return _page_error(request, exc)
-    return HttpResponseRedirect(f"/jobs/{job.pk}/")
+        raise Invalid("Type the pre-restore database name to confirm.")
+    job = discard_previous(request, req, form.cleaned_data["confirm"])
+    return HttpResponseRedirect(reverse("job_detail", args=[job.pk]))
 
 
 # --- API -------------------------------------------------------------------------------------
-def _json_body(request) -> dict:
-    if not request.content_type.startswith("application/json"):
-        raise Invalid("send a JSON body (Content-Type: application/json)")
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise Invalid("the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise Invalid("the body must be a JSON object")
-    return body
-
-
-def _parse(request, model):
-    try:
-        return model.model_validate(_json_body(request))
-    except ValidationError as exc:
-        raise Invalid(schemas.describe(exc)) from None
-
-
-def _api_error(exc: Exception):
-    return json_error(str(exc) or type(exc).__name__, _status_of(exc))
-
-
 def _api_get(pk) -> RestoreRequest:
     try:
         req = RestoreRequest.objects.select_related("job").get(pk=pk)
@@ -288,28 +257,20 @@ def _api_get(pk) -> RestoreRequest:
 
 
 @never_cache
-@api_endpoint("view", methods=("GET", "POST"))
-def api_restores(request):
+@api_endpoint({"GET": "view", "POST": "operate"}, methods=("GET", "POST"), body=schemas.CreateBody)
+@_conflicts
+def api_restores(request, body: schemas.CreateBody | None = None):
     """GET: requests, pending first (``?status=``, ``?page=``).  POST
     (operate): open a request -> 201 with the request."""
     if request.method == "POST":
-        if not request.principal.has_perm("operate"):
-            record_denied(request, "operate")
-            return json_error("permission denied", 403)
-        try:
-            body = _parse(request, schemas.CreateBody)
-            req = services.create_request(request=request, **body.model_dump())
-        except OpsError as exc:
-            return _api_error(exc)
+        req = services.create_request(request=request, **body.model_dump())
         return JsonResponse(services.as_api(req), status=201)
     services.expire_due()
-    status = request.GET.get("status", "")
-    rows = _ordered().select_related("job").prefetch_related("decisions")
-    if status:
-        if status not in STATUSES:
-            return json_error(f"unknown status; one of {', '.join(STATUSES)}", 400)
-        rows = rows.filter(status=status)
-    page = Paginator(rows, API_PAGE_SIZE).get_page(request.GET.get("page"))
+    form = RestoreFiltersForm(request.GET)
+    if not form.is_valid():
+        return json_error(form.message(), 400)
+    rows = form.queryset(_ordered().select_related("job").prefetch_related("decisions"))
+    page = Paginator(rows, API_PAGE_SIZE).get_page(form.page_number)
     rate = services.restore_rate()
     return JsonResponse({"items": [services.as_api(r, rate) for r in page], "page": page.number,
                          "pages": page.paginator.num_pages, "count": page.paginator.count})
@@ -318,62 +279,47 @@ def api_restores(request):
 @never_cache
 @api_endpoint("view", methods=("GET",))
 def api_restore(request, pk: int):
-    try:
-        return JsonResponse(services.as_api(_api_get(pk)))
-    except OpsError as exc:
-        return _api_error(exc)
+    return JsonResponse(services.as_api(_api_get(pk)))
 
 
-@api_endpoint("approve", methods=("POST",))
-def api_restore_approve(request, pk: int):
-    try:
-        req = _api_get(pk)
-        body = _parse(request, schemas.CommentBody)
-        comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
-        req.approve(request=request, comment=comment)
-    except OpsError as exc:
-        return _api_error(exc)
+@api_endpoint("approve", methods=("POST",), body=schemas.CommentBody)
+@_conflicts
+def api_restore_approve(request, pk: int, body: schemas.CommentBody):
+    req = _api_get(pk)
+    comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
+    req.approve(request=request, comment=comment)
     return JsonResponse(services.as_api(req))
 
 
-@api_endpoint("approve", methods=("POST",))
-def api_restore_reject(request, pk: int):
-    try:
-        req = _api_get(pk)
-        body = _parse(request, schemas.CommentBody)
-        comment = services.validate_text(body.comment, "comment", required=True, limit=services.COMMENT_MAX)
-        req.reject(request=request, comment=comment)
-    except OpsError as exc:
-        return _api_error(exc)
+@api_endpoint("approve", methods=("POST",), body=schemas.CommentBody)
+@_conflicts
+def api_restore_reject(request, pk: int, body: schemas.CommentBody):
+    req = _api_get(pk)
+    comment = services.validate_text(body.comment, "comment", required=True, limit=services.COMMENT_MAX)
+    req.reject(request=request, comment=comment)
     return JsonResponse(services.as_api(req))
 
 
 @api_endpoint("view", methods=("POST",))
+@_conflicts
 def api_restore_cancel(request, pk: int):
-    """The requester or an admin."""
+    """The requester or an admin: who may is checked (403) before the body
+    (which ``api_endpoint`` has read as ``request.json``) is validated."""
+    req = _api_get(pk)
+    _check_may_cancel(request, req)
     try:
-        req = _api_get(pk)
-    except OpsError as exc:
-        return _api_error(exc)
-    if request.principal.name != req.requested_by and not request.principal.has_perm("operate"):
-        record_denied(request, "operate")
-        return json_error("only the requester or an admin can cancel a restore request", 403)
-    try:
-        body = _parse(request, schemas.CommentBody)
-        comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
-        req.cancel(request=request, comment=comment)
-    except OpsError as exc:
-        return _api_error(exc)
+        body = schemas.CommentBody.model_validate(request.json)
+    except ValidationError as exc:
+        raise Invalid(validation_message(exc, schemas.CommentBody)) from None
+    comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
+    req.cancel(request=request, comment=comment)
     return JsonResponse(services.as_api(req))
 
 
-@api_endpoint("operate", methods=("POST",))
-def api_restore_discard(request, pk: int):
+@api_endpoint("operate", methods=("POST",), body=schemas.DiscardBody)
+@_conflicts
+def api_restore_discard(request, pk: int, body: schemas.DiscardBody):
     """{"confirm": "<pre-restore database name>"} -> 202 {"job": id}."""
-    try:
-        req = _api_get(pk)
-        body = _parse(request, schemas.DiscardBody)
-        job = discard_previous(request, req, body.confirm)
-    except OpsError as exc:
-        return _api_error(exc)
+    req = _api_get(pk)
+    job = discard_previous(request, req, body.confirm)
     return JsonResponse({"job": job.pk, "status": job.status, "database": req.previous_database}, status=202)
