@@ -210,8 +210,7 @@ def run(stack) -> list[Result]:
         times["skip"].append(t)
         # ... and by keyset, from the cursor the 999th page's "older" link carries.
         if position is None:
-            cursor = logs.encode_cursor(logs.position_of(skipped[0]), b"bench")
-            position = logs.decode_cursor(cursor, b"bench")
+            position = logs.position_from(logs.cursor_value(logs.position_of(skipped[0])))
         t, page1000 = _timed(lambda: logs.fetch_page(coll, logs.parse_filter({}), before=position, limit=PAGE,
                                                      max_time_ms=MAX_TIME_MS))
         times["keyset"].append(t)

@@ -21,7 +21,8 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from hcapadmin.audit.models import record
-from ops.errors import Forbidden, Invalid
+from ops import errors
+from ops.errors import Forbidden
 
 PENDING, APPROVED, RUNNING, SUCCEEDED, FAILED, NEEDS_ATTENTION, REJECTED, EXPIRED, CANCELLED = (
     "pending", "approved", "running", "succeeded", "failed", "needs_attention", "rejected", "expired", "cancelled")
@@ -31,7 +32,7 @@ ENDED = (SUCCEEDED, FAILED, NEEDS_ATTENTION)
 MODES = ("online", "offline")
 
 
-class Conflict(Invalid):
+class Conflict(errors.Conflict):
     """The request is not in a status that allows this (answered 409)."""
 
 

@@ -8,7 +8,6 @@ list's query string goes through ``RestoreFiltersForm``, API bodies through
 
 from __future__ import annotations
 
-from functools import wraps
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -29,24 +28,10 @@ from hcapadmin.restores import schemas, services
 from hcapadmin.restores.forms import ConfirmForm, DecisionForm, NewRequestForm, RestoreFiltersForm
 from hcapadmin.restores.models import (
     APPROVED, PENDING, RUNNING, STATUSES, SUCCEEDED, Conflict, RestoreRequest)
-from ops import errors
 from ops.errors import Forbidden, Invalid, NotFound, OpsError
 
 PAGE_SIZE = 25
 API_PAGE_SIZE = 50
-
-
-def _conflicts(view):
-    """A restore request's ``Conflict`` (an ``Invalid`` for the code that
-    raises it) is answered 409: re-raised as ``ops.errors.Conflict`` for the
-    outer decorator."""
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except Conflict as exc:
-            raise errors.Conflict(str(exc)) from exc
-    return wrapper
 
 
 def _get(pk) -> RestoreRequest:
@@ -88,7 +73,6 @@ def _catalog_item(name):
 @never_cache
 @require_http_methods(["GET", "POST"])
 @permission_required("operate")
-@_conflicts
 def restore_new(request):
     source = request.POST if request.method == "POST" else request.GET
     item = _catalog_item(source.get("backup", ""))
@@ -105,8 +89,6 @@ def restore_new(request):
         req = services.create_request(request=request, backup=data["backup"], target=data["target"],
                                       mode=data["mode"], reason=data["reason"], ticket=data["ticket"],
                                       acknowledge_unverified=data["acknowledge_unverified"])
-    except Conflict:
-        raise
     except Invalid as exc:
         # Back to the form with the reason beside the fields (the form keeps what was typed).
         form.add_error(None, str(exc))
@@ -162,7 +144,6 @@ def _back_to(req: RestoreRequest):
 
 @require_POST
 @permission_required("approve")
-@_conflicts
 def restore_approve(request, pk: int):
     req = _get(pk)
     form = DecisionForm(request.POST)
@@ -182,7 +163,6 @@ def restore_approve(request, pk: int):
 
 @require_POST
 @permission_required("approve")
-@_conflicts
 def restore_reject(request, pk: int):
     req = _get(pk)
     form = DecisionForm(request.POST)
@@ -204,7 +184,6 @@ def _check_may_cancel(request, req: RestoreRequest) -> None:
 
 @require_POST
 @permission_required("view")
-@_conflicts
 def restore_cancel(request, pk: int):
     req = _get(pk)
     _check_may_cancel(request, req)
@@ -237,7 +216,6 @@ def discard_previous(request, req: RestoreRequest, confirm):
 
 @require_POST
 @permission_required("operate")
-@_conflicts
 def restore_discard(request, pk: int):
     req = _get(pk)
     form = ConfirmForm(request.POST)
@@ -258,7 +236,6 @@ def _api_get(pk) -> RestoreRequest:
 
 @never_cache
 @api_endpoint({"GET": "view", "POST": "operate"}, methods=("GET", "POST"), body=schemas.CreateBody)
-@_conflicts
 def api_restores(request, body: schemas.CreateBody | None = None):
     """GET: requests, pending first (``?status=``, ``?page=``).  POST
     (operate): open a request -> 201 with the request."""
@@ -283,7 +260,6 @@ def api_restore(request, pk: int):
 
 
 @api_endpoint("approve", methods=("POST",), body=schemas.CommentBody)
-@_conflicts
 def api_restore_approve(request, pk: int, body: schemas.CommentBody):
     req = _api_get(pk)
     comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
@@ -292,7 +268,6 @@ def api_restore_approve(request, pk: int, body: schemas.CommentBody):
 
 
 @api_endpoint("approve", methods=("POST",), body=schemas.CommentBody)
-@_conflicts
 def api_restore_reject(request, pk: int, body: schemas.CommentBody):
     req = _api_get(pk)
     comment = services.validate_text(body.comment, "comment", required=True, limit=services.COMMENT_MAX)
@@ -301,7 +276,6 @@ def api_restore_reject(request, pk: int, body: schemas.CommentBody):
 
 
 @api_endpoint("view", methods=("POST",))
-@_conflicts
 def api_restore_cancel(request, pk: int):
     """The requester or an admin: who may is checked (403) before the body
     (which ``api_endpoint`` has read as ``request.json``) is validated."""
@@ -317,7 +291,6 @@ def api_restore_cancel(request, pk: int):
 
 
 @api_endpoint("operate", methods=("POST",), body=schemas.DiscardBody)
-@_conflicts
 def api_restore_discard(request, pk: int, body: schemas.DiscardBody):
     """{"confirm": "<pre-restore database name>"} -> 202 {"job": id}."""
     req = _api_get(pk)
