@@ -65,7 +65,7 @@ def _portal(stack, pg, db: str, workdir: Path) -> tuple[float, float]:
     from django.test import RequestFactory
 
     from hcapadmin.accounts.principal import Principal
-    from hcapadmin.jobs.services import submit
+    from hcapadmin.jobs.lifecycle import submit
 
     request = RequestFactory().post("/")
     request.principal = Principal(name="bench", groups=("hcap-admins",), roles=frozenset({"admin"}))

@@ -84,7 +84,7 @@ def _portal(stack, pg, db: str, path: str, workdir: Path, mode: str) -> dict:
     from django.test import RequestFactory
 
     from hcapadmin.accounts.principal import Principal
-    from hcapadmin.jobs.services import submit
+    from hcapadmin.jobs.lifecycle import submit
     from ops.restore import sha256_file
 
     request = RequestFactory().post("/")

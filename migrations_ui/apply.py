@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from hcapadmin.accounts.decorators import permission_required
 from hcapadmin.audit.models import record
 from hcapadmin.core.api import error_page
-from hcapadmin.jobs.services import QueueUnavailable, default_target, submit
+from hcapadmin.jobs.lifecycle import QueueUnavailable, default_target, submit
 from migrations_ui import state
 from migrations_ui.forms import ApplyForm
 from migrations_ui.jobs import KIND, check_ready

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.test import RequestFactory
 
 from hcapadmin.accounts.principal import Principal
-from hcapadmin.jobs.services import submit
+from hcapadmin.jobs.lifecycle import submit
 from ops import backups
 from ops.platform.local import LocalDriver
 
@@ -116,7 +116,7 @@ def test_local_backup_name_format_and_identical_restore(tmp_path, pg):
 
 
 def test_manual_backup_job_writes_a_backup_and_records_it(pg, run_jobs):
-    from hcapadmin.jobs.services import default_target
+    from hcapadmin.jobs.lifecycle import default_target
 
     seed(pg)
     job, created = submit("backup.manual", {}, request=admin_request(), target=default_target())

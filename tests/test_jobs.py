@@ -9,7 +9,7 @@ import tests.test_jobs_kinds  # noqa: F401  registers test.* kinds
 from hcapadmin.accounts.principal import Principal
 from hcapadmin.audit.models import AuditEvent
 from hcapadmin.jobs.models import Job
-from hcapadmin.jobs.services import QueueUnavailable, cancel, submit
+from hcapadmin.jobs.lifecycle import QueueUnavailable, cancel, submit
 
 
 def admin_request(name="alice"):
@@ -138,7 +138,7 @@ def test_mutating_job_waits_for_the_target_lock_and_fails_clearly_past_its_timeo
 @pytest.mark.django_db
 def test_enqueue_failing_after_commit_marks_the_job_failed_not_stuck_queued(settings):
     from devtools.services import free_port
-    from hcapadmin.jobs.services import QUEUE_DOWN_MESSAGE, enqueue
+    from hcapadmin.jobs.lifecycle import QUEUE_DOWN_MESSAGE, enqueue
 
     job, _ = submit("test.readonly", {"x": 1}, request=admin_request(), target="hcap")
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # Redis gone between the ping and the commit

@@ -8,7 +8,7 @@ import pytest
 import tests.test_jobs_kinds  # noqa: F401
 from hcapadmin.audit.models import AuditEvent
 from hcapadmin.jobs.models import Job
-from hcapadmin.jobs.services import submit
+from hcapadmin.jobs.lifecycle import submit
 from tests.test_jobs import admin_request
 
 pytestmark = pytest.mark.django_db

@@ -1,12 +1,12 @@
 """Every job on the managed database locks one name, whatever the platform:
-``hcapadmin.jobs.services.default_target()``."""
+``hcapadmin.jobs.lifecycle.default_target()``."""
 
 from __future__ import annotations
 
 import pytest
 
 from hcapadmin.jobs.models import Job
-from hcapadmin.jobs.services import default_target
+from hcapadmin.jobs.lifecycle import default_target
 from tests.test_migrations import SAMPLE_ORDER, fresh_db  # noqa: F401  (fixture)
 from tests.harness.kubeapi import kube_api, openshift_real  # noqa: F401  (fixtures)
 from tests.test_migrations_openshift import install_pod, pod_folder  # noqa: F401  (fixture)

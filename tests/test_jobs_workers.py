@@ -15,7 +15,7 @@ from hcapadmin.audit.models import AuditEvent
 from hcapadmin.jobs import locks
 from hcapadmin.jobs.queue import redis_connection
 from hcapadmin.jobs.models import Job
-from hcapadmin.jobs.services import submit, sweep
+from hcapadmin.jobs.lifecycle import submit, sweep
 from tests.test_jobs import admin_request
 from tests.test_jobs_kinds import release
 
@@ -102,7 +102,7 @@ def test_two_workers_never_run_two_mutating_jobs_on_one_target_at_once(jobs_work
 
 
 def test_cancel_a_running_job_stops_it_and_audits_who(jobs_worker_process):
-    from hcapadmin.jobs.services import cancel
+    from hcapadmin.jobs.lifecycle import cancel
 
     worker = jobs_worker_process(imports=["tests.test_jobs_kinds"])
     job, _ = submit("test.hold", {"tag": "stop"}, request=admin_request(), target="hcap")

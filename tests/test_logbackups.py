@@ -208,7 +208,7 @@ def test_log_backup_actions_need_operate_like_postgres_ones(client_as, both):
 
 @pytest.mark.django_db
 def test_local_verify_of_log_backups_checks_structure_records_it_and_locks_logs(client_as, both, run_jobs, settings):
-    from hcapadmin.jobs.services import default_target
+    from hcapadmin.jobs.lifecycle import default_target
 
     _, log_dir = both
     now = timezone.now().replace(microsecond=0)
@@ -240,7 +240,7 @@ def test_local_verify_of_log_backups_checks_structure_records_it_and_locks_logs(
     html = client.get("/backups/").content.decode()
     assert "(structure only)" in html
     settings.TARGET_DATABASE = "logs"  # a managed database that happens to be named "logs": still two locks
-    from hcapadmin.backups.services import log_target
+    from hcapadmin.backups.inventory import log_target
 
     assert log_target() != default_target()
 

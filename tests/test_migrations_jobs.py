@@ -261,7 +261,7 @@ def test_job_past_its_limit_leaves_no_node_pg_migrate_or_session_behind(configur
     import tests.test_jobs_kinds  # noqa: F401
     from hcapadmin.jobs import locks
     from hcapadmin.jobs.queue import redis_connection
-    from hcapadmin.jobs.services import submit
+    from hcapadmin.jobs.lifecycle import submit
     from tests.test_jobs import admin_request
 
     folder, url, conninfo = slow_pending  # configured points the settings at the same folder and database

@@ -198,7 +198,7 @@ def test_manual_backup_job_on_openshift_streams_into_the_job_log(openshift_real,
     from django.test import RequestFactory
 
     from hcapadmin.accounts.principal import Principal
-    from hcapadmin.jobs.services import submit
+    from hcapadmin.jobs.lifecycle import submit
 
     settings.PLATFORM = "openshift"
     settings.OPENSHIFT_API_URL = openshift_real.url

@@ -23,7 +23,7 @@ import pytest
 from hcapadmin.jobs import locks
 from hcapadmin.jobs.models import Job
 from hcapadmin.jobs.queue import redis_connection
-from hcapadmin.jobs.services import cancel, default_target, resume, roll_back, submit, sweep
+from hcapadmin.jobs.lifecycle import cancel, default_target, resume, roll_back, submit, sweep
 from hcapadmin.restores import runbook
 from ops import backups
 from tests.test_jobs import admin_request

@@ -15,7 +15,7 @@ from django.utils import timezone
 from hcapadmin.audit.models import AuditEvent
 from hcapadmin.backups.models import BackupVerification
 from hcapadmin.jobs.models import Job
-from hcapadmin.restores import services
+from hcapadmin.restores import workflow
 from hcapadmin.restores.models import RestoreRequest
 from ops import backups
 
@@ -123,27 +123,27 @@ def test_pin_backup_reads_the_file_through_the_driver(backup_dir):
 
     name, path = put(backup_dir)
     entry = next(e for e in backups.scan_local(str(backup_dir)) if e.name == name)
-    assert services.pin_backup(entry) == {"size": path.stat().st_size,
+    assert workflow.pin_backup(entry) == {"size": path.stat().st_size,
                                           "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     path.unlink()
     with pytest.raises(NotFound):
-        services.pin_backup(entry)
+        workflow.pin_backup(entry)
 
 
 def test_check_pinned_refuses_a_changed_or_missing_file(client, demo_users, backup_dir):
     name, path = put(backup_dir)
     req = RestoreRequest.objects.get(pk=create(as_user(client, "admin", "admin"), name).json()["id"])
-    assert services.check_pinned(req)["sha256"] == req.backup_sha256
+    assert workflow.check_pinned(req)["sha256"] == req.backup_sha256
     original = path.read_bytes()
     path.write_bytes(original[:-1] + b"!")  # same size, other content
-    with pytest.raises(services.PinMismatch, match="changed"):
-        services.check_pinned(req)
+    with pytest.raises(workflow.PinMismatch, match="changed"):
+        workflow.check_pinned(req)
     path.write_bytes(original + b"more")
-    with pytest.raises(services.PinMismatch, match="changed"):
-        services.check_pinned(req)
+    with pytest.raises(workflow.PinMismatch, match="changed"):
+        workflow.check_pinned(req)
     path.unlink()
-    with pytest.raises(services.PinMismatch, match="no longer in the catalog"):
-        services.check_pinned(req)
+    with pytest.raises(workflow.PinMismatch, match="no longer in the catalog"):
+        workflow.check_pinned(req)
 
 
 # --- sign-off --------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_the_requester_never_approves_even_with_the_approver_role(client, demo_u
 
 
 def test_approval_submits_the_job_which_fails_until_the_runbook_is_wired(client, demo_users, backup_dir, run_jobs):
-    from hcapadmin.jobs.services import default_target
+    from hcapadmin.jobs.lifecycle import default_target
 
     pk = _pending(client, backup_dir)
     c = as_user(client, "approver", "approver")
@@ -259,7 +259,7 @@ def test_expiry_is_lazy_on_read_and_by_sweep_and_audited_once(client, demo_users
     assert c.get(f"/api/v1/restores/{pk}").json()["status"] == "expired"
     assert c.get(f"/restores/{pk}/").status_code == 200
     assert events("restore.expired", pk).count() == 1
-    assert services.expire_due() == [pk2] and services.expire_due() == []
+    assert workflow.expire_due() == [pk2] and workflow.expire_due() == []
     assert events("restore.expired", pk2).count() == 1 and events("restore.expired", pk).count() == 1
     late = post_json(as_user(client, "approver", "approver"), f"/api/v1/restores/{pk}/approve", {})
     assert late.status_code == 409 and not Job.objects.exists()
@@ -288,14 +288,14 @@ def test_approval_when_redis_is_down_writes_nothing(client, demo_users, backup_d
 # --- estimates ---------------------------------------------------------------------------------
 def test_estimate_uses_the_default_rate_until_restores_are_measured(client, demo_users, backup_dir, settings):
     settings.RESTORE_DEFAULT_MBPS = 10
-    first = services.estimate(100_000_000, "online")
+    first = workflow.estimate(100_000_000, "online")
     assert first["rate_mbps"] == 10 and "default" in first["rate_source"]
-    assert first["total_seconds"] == 2 * 10 + services.FIXED_SECONDS
-    assert first["downtime_seconds"] == services.CUTOVER_SECONDS
-    assert services.estimate(100_000_000, "offline")["downtime_seconds"] == first["total_seconds"]
+    assert first["total_seconds"] == 2 * 10 + workflow.FIXED_SECONDS
+    assert first["downtime_seconds"] == workflow.CUTOVER_SECONDS
+    assert workflow.estimate(100_000_000, "offline")["downtime_seconds"] == first["total_seconds"]
     pk = _pending(client, backup_dir)
     RestoreRequest.objects.filter(pk=pk).update(status="succeeded", measured_mbps=50.0, finished_at=timezone.now())
-    measured = services.estimate(100_000_000, "online")
+    measured = workflow.estimate(100_000_000, "online")
     assert measured["rate_mbps"] == 50 and "measured" in measured["rate_source"]
 
 

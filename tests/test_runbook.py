@@ -17,7 +17,7 @@ from hcapadmin.audit.models import AuditEvent
 from hcapadmin.jobs import locks
 from hcapadmin.jobs.models import Job
 from hcapadmin.jobs.queue import redis_connection
-from hcapadmin.jobs.services import cancel, resume, roll_back, submit, sweep
+from hcapadmin.jobs.lifecycle import cancel, resume, roll_back, submit, sweep
 from ops.errors import Forbidden, Invalid
 from tests.test_jobs import admin_request
 from tests.test_jobs_workers import wait_for, worker_log

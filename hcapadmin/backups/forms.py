@@ -2,7 +2,7 @@
 
 Pages post Django forms; the API's bodies are pydantic models (unknown
 fields refused).  Whether a name is a well-formed backup name, and whether
-the catalog holds it, is ``hcapadmin.backups.services.find``'s business."""
+the catalog holds it, is ``hcapadmin.backups.inventory.find``'s business."""
 
 from __future__ import annotations
 

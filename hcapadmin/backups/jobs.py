@@ -2,13 +2,13 @@
 
 ``take_backup(ctx)`` runs a backup inside any job (the migrations feature
 calls it for its pre-migration backup).  Both kinds are mutating: they hold
-the managed database's lock (``hcapadmin.jobs.services.default_target()``),
+the managed database's lock (``hcapadmin.jobs.lifecycle.default_target()``),
 so a verification's restore load never overlaps a backup, a migration apply
 or a restore.
 
 Both take an optional ``engine`` param: "postgres" (the default, the managed
 database) or "mongo" (the log database, ops.logbackups), whose jobs lock
-``services.log_target()`` instead."""
+``inventory.log_target()`` instead."""
 
 from __future__ import annotations
 

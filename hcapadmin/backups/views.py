@@ -15,11 +15,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from hcapadmin.accounts.decorators import api_endpoint, permission_required
-from hcapadmin.backups import services
+from hcapadmin.backups import inventory
 from hcapadmin.backups.charts import size_chart
 from hcapadmin.backups.forms import ManualBackupBody, ManualBackupForm, VerifyBackupBody, VerifyBackupForm
 from hcapadmin.core.api import error_page, explained, form_error, partial
-from hcapadmin.jobs.services import submit
+from hcapadmin.jobs.lifecycle import submit
 from ops.errors import Conflict, Timeout, Unavailable
 from ops.logbackups import MONGO, parse_engine
 
@@ -30,15 +30,15 @@ CATALOG_DOWN = "the backup catalog cannot be read"
 @permission_required("view")
 def backup_list(request):
     log_errors: list[str] = []  # the log database's backups failing to list leaves the rest shown
-    items, error = partial(lambda: services.catalog(log_errors))  # the page renders (with the reason) when down
+    items, error = partial(lambda: inventory.catalog(log_errors))  # the page renders (with the reason) when down
     items = items or []
-    databases = services.per_database(items)
+    databases = inventory.per_database(items)
     charts = [(name, size_chart(db["history"])) for name, db in databases.items()]
     return render(request, "backups/list.html", {
-        "title": "Backups", "items": items, "error": error, "warnings": services.warnings(items),
+        "title": "Backups", "items": items, "error": error, "warnings": inventory.warnings(items),
         "databases": databases, "charts": charts,
         "may_operate": request.principal.has_perm("operate"),
-        "log_errors": log_errors, "log_backup_refusal": services.log_backup_refusal(),
+        "log_errors": log_errors, "log_backup_refusal": inventory.log_backup_refusal(),
     })
 
 
@@ -49,8 +49,8 @@ def _engine_params(engine: str) -> dict:
 
 
 def _manual_params(engine: str) -> dict:
-    if engine == MONGO and services.log_backup_refusal():
-        raise Conflict(services.log_backup_refusal())
+    if engine == MONGO and inventory.log_backup_refusal():
+        raise Conflict(inventory.log_backup_refusal())
     return _engine_params(engine)
 
 
@@ -61,7 +61,7 @@ def _start_from_page(request, kind: str, params_of, already: str):
     input and unknown names propagate to the decorator (400/404)."""
     try:
         params = params_of()
-        job, created = submit(kind, params, request=request, target=services.target_for(params.get("engine", "")))
+        job, created = submit(kind, params, request=request, target=inventory.target_for(params.get("engine", "")))
     except (Unavailable, Timeout) as exc:
         messages.error(request, str(exc))
         return HttpResponseRedirect(reverse("backups_list"))
@@ -90,7 +90,7 @@ def backup_verify(request):
 
     def params():
         with explained("The catalog cannot be read"):
-            item = services.find(form.cleaned_data["name"], engine=parse_engine(form.cleaned_data["engine"], default=None))
+            item = inventory.find(form.cleaned_data["name"], engine=parse_engine(form.cleaned_data["engine"], default=None))
         return {"name": item.entry.name, **_engine_params(item.entry.engine)}
 
     return _start_from_page(request, "backup.verify", params,
@@ -108,11 +108,11 @@ def api_backups(request, body: ManualBackupBody | None = None):
     if request.method == "POST":
         engine = parse_engine(body.engine if body else None)
         return _accepted(*submit("backup.manual", _manual_params(engine), request=request,
-                                 target=services.target_for(engine)))
+                                 target=inventory.target_for(engine)))
     log_errors: list[str] = []
     with explained(CATALOG_DOWN):
-        items = services.catalog(log_errors)
-    data = {"items": [i.as_api() for i in items], "warnings": services.warnings(items)}
+        items = inventory.catalog(log_errors)
+    data = {"items": [i.as_api() for i in items], "warnings": inventory.warnings(items)}
     if log_errors:
         data["errors"] = log_errors
     return JsonResponse(data)
@@ -122,6 +122,6 @@ def api_backups(request, body: ManualBackupBody | None = None):
 def api_backup_verify(request, body: VerifyBackupBody):
     """POST {"name": "<backup name>"[, "engine": "postgres"|"mongo"]} -> 202 {"job": id}."""
     with explained(CATALOG_DOWN):
-        item = services.find(body.name, engine=parse_engine(body.engine, default=None))
+        item = inventory.find(body.name, engine=parse_engine(body.engine, default=None))
     return _accepted(*submit("backup.verify", {"name": item.entry.name, **_engine_params(item.entry.engine)},
-                             request=request, target=services.target_for(item.entry.engine)))
+                             request=request, target=inventory.target_for(item.entry.engine)))

@@ -27,11 +27,11 @@ def dashboard(request):
     Patroni members and leader.  Each part fails on its own with a message."""
     from django.conf import settings
 
-    from hcapadmin.backups import services as backups
+    from hcapadmin.backups import inventory as backups
     from hcapadmin.core.platform import get_driver
     from hcapadmin.jobs.models import ACTIVE, Job
-    from hcapadmin.jobs.services import sweep
-    from hcapadmin.restores.services import dashboard_context as restores_dashboard
+    from hcapadmin.jobs.lifecycle import sweep
+    from hcapadmin.restores.workflow import dashboard_context as restores_dashboard
 
     context = {"title": "Dashboard", "stale_hours": settings.BACKUP_STALE_HOURS}
     context["log_backup_errors"] = []  # the log database's backups failing to list leaves the rest shown

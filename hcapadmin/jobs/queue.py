@@ -21,7 +21,7 @@ def redis_connection() -> redis.Redis:
 
 def get_queue(connection: redis.Redis | None = None) -> Queue:
     """django-rq's queue named JOB_QUEUE (configured in RQ_QUEUES), on our connection.
-    commit_mode "auto": hcapadmin.jobs.services already enqueues on commit, and
+    commit_mode "auto": hcapadmin.jobs.lifecycle already enqueues on commit, and
     must see a Redis failure right there to mark the job failed."""
     import django_rq
 

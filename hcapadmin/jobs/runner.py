@@ -2,7 +2,7 @@
 calls.  It takes the target lock for mutating kinds, runs the kind's function
 with a ``JobContext``, and records every lifecycle change (with an audit
 event) on the Job row.  A heartbeat thread keeps ``heartbeat_at`` fresh and
-refreshes the lock; the sweeper (hcapadmin.jobs.services.sweep) marks jobs
+refreshes the lock; the sweeper (hcapadmin.jobs.lifecycle.sweep) marks jobs
 whose heartbeat went stale as ``abandoned``.
 
 A mutating job that loses its lock (Redis restarted or flushed, or the lock

@@ -1,4 +1,4 @@
-"""Job pages and the job API.  Logic lives in hcapadmin.jobs.services; the
+"""Job pages and the job API.  Logic lives in hcapadmin.jobs.lifecycle; the
 list's query string is read by hcapadmin.jobs.forms.JobFiltersForm."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hcapadmin.core.api import form_errors
 from hcapadmin.jobs.forms import JobFiltersForm
 from hcapadmin.jobs.models import STATUSES, Job
 from hcapadmin.jobs.registry import all_kinds
-from hcapadmin.jobs.services import cancel, resume, roll_back, sweep
+from hcapadmin.jobs.lifecycle import cancel, resume, roll_back, sweep
 from ops.errors import NotFound
 
 PAGE_SIZE = 25

@@ -1,7 +1,7 @@
 """HTML forms of the restore pages, and the list's query string (shared by
 the page and GET /api/v1/restores).  They check shapes and lengths; the
 rules (target names, verified backups, who may sign off) live in
-hcapadmin.restores.services and the model methods, shared with the API."""
+hcapadmin.restores.workflow and the model methods, shared with the API."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 
 from hcapadmin.core.api import form_error
 from hcapadmin.restores.models import STATUSES
-from hcapadmin.restores.services import COMMENT_MAX, REASON_MAX
+from hcapadmin.restores.workflow import COMMENT_MAX, REASON_MAX
 
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: int() would also read "٣"
 MAX_PAGE = 10**9  # beyond every list's last page, which it then shows

@@ -25,7 +25,7 @@ from django.conf import settings
 
 from hcapadmin.jobs.registry import job_kind
 from hcapadmin.restores.models import FAILED, NEEDS_ATTENTION, SUCCEEDED, RestoreRequest
-from hcapadmin.restores.services import check_pinned
+from hcapadmin.restores.workflow import check_pinned
 from ops.errors import Invalid, OpsError
 
 

@@ -115,7 +115,7 @@ class RestoreRequest(models.Model):
         needed, the request becomes ``approved`` and its ``restore.run`` job
         is submitted in the same transaction (enqueued on commit).  Returns
         the job when one was submitted, else None."""
-        from hcapadmin.jobs.services import default_target, submit
+        from hcapadmin.jobs.lifecycle import default_target, submit
 
         who = request.principal
         if not who.has_perm("approve"):

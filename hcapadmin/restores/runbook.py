@@ -11,7 +11,7 @@ them once the request is approved)::
 
 The target must be the managed database of the local platform driver: the
 safety backup is taken through the driver, which backs up that database, and
-the job locks ``hcapadmin.jobs.services.default_target()``, so no backup,
+the job locks ``hcapadmin.jobs.lifecycle.default_target()``, so no backup,
 migration or other restore runs beside it.  The stamp is fixed at submit, so
 every run of the load and of the cut-over (after a crash, on resume) names
 the same staging and pre-restore databases.

@@ -1,7 +1,7 @@
 """Restore request pages and API: list, new request from a catalog backup,
 the request's page (plan, sign-offs, live job), approve / reject / cancel /
 discard the kept pre-restore database.  Rules live in the model methods and
-hcapadmin.restores.services; these views raise their errors and the
+hcapadmin.restores.workflow; these views raise their errors and the
 decorators answer with the status of each class (docs/conventions.md).  The
 list's query string goes through ``RestoreFiltersForm``, API bodies through
 ``api_endpoint(..., body=<model>)``."""
@@ -23,8 +23,8 @@ from pydantic import ValidationError
 from hcapadmin.accounts.decorators import api_endpoint, permission_required, record_denied, validation_message
 from hcapadmin.audit.models import record
 from hcapadmin.core.api import error_page, json_error
-from hcapadmin.jobs.services import default_target, submit
-from hcapadmin.restores import schemas, services
+from hcapadmin.jobs.lifecycle import default_target, submit
+from hcapadmin.restores import schemas, workflow
 from hcapadmin.restores.forms import ConfirmForm, DecisionForm, NewRequestForm, RestoreFiltersForm
 from hcapadmin.restores.models import (
     APPROVED, PENDING, RUNNING, STATUSES, SUCCEEDED, Conflict, RestoreRequest)
@@ -39,7 +39,7 @@ def _get(pk) -> RestoreRequest:
         req = RestoreRequest.objects.select_related("job").get(pk=pk)
     except RestoreRequest.DoesNotExist:
         raise Http404("no such restore request") from None
-    return services.refresh(req)
+    return workflow.refresh(req)
 
 
 def _ordered():
@@ -53,7 +53,7 @@ def _ordered():
 @never_cache
 @permission_required("view")
 def restore_list(request):
-    services.expire_due()
+    workflow.expire_due()
     form = RestoreFiltersForm(request.GET)
     if not form.is_valid():
         return error_page(request, 400, form.message())
@@ -65,7 +65,7 @@ def restore_list(request):
 
 
 def _catalog_item(name):
-    from hcapadmin.backups import services as backups
+    from hcapadmin.backups import inventory as backups
 
     return backups.find(name)
 
@@ -86,7 +86,7 @@ def restore_new(request):
         return render(request, "restores/new.html", {**context, "form": form}, status=400)
     data = form.cleaned_data
     try:
-        req = services.create_request(request=request, backup=data["backup"], target=data["target"],
+        req = workflow.create_request(request=request, backup=data["backup"], target=data["target"],
                                       mode=data["mode"], reason=data["reason"], ticket=data["ticket"],
                                       acknowledge_unverified=data["acknowledge_unverified"])
     except Invalid as exc:
@@ -103,10 +103,10 @@ def _detail_context(request, req: RestoreRequest) -> dict:
     principal = request.principal
     decided = {d.approver for d in req.decisions.all()}
     context = {
-        "title": f"Restore request #{req.pk}", "req": req, "steps": services.steps_with_status(req),
-        "mode_statement": services.mode_statement(req.mode),
-        "estimate": services.estimate(req.backup_size, req.mode),
-        "target_state": services.target_state(req.target),
+        "title": f"Restore request #{req.pk}", "req": req, "steps": workflow.steps_with_status(req),
+        "mode_statement": workflow.mode_statement(req.mode),
+        "estimate": workflow.estimate(req.backup_size, req.mode),
+        "target_state": workflow.target_state(req.target),
         "decisions": list(req.decisions.all()),
         "may_decide": (req.status == PENDING and principal.has_perm("approve")
                        and principal.name != req.requested_by and principal.name not in decided),
@@ -151,8 +151,8 @@ def restore_approve(request, pk: int):
         raise Invalid("The comment is too long or not valid text.")
     if form.cleaned_data["confirm"] != req.target:
         raise Invalid(f"Type the target database name ({req.target}) to confirm.")
-    comment = services.validate_text(form.cleaned_data["comment"], "comment", required=False,
-                                     limit=services.COMMENT_MAX)
+    comment = workflow.validate_text(form.cleaned_data["comment"], "comment", required=False,
+                                     limit=workflow.COMMENT_MAX)
     job = req.approve(request=request, comment=comment)
     if job is not None:
         messages.success(request, f"Approved. The restore is queued as job #{job.pk}.")
@@ -168,8 +168,8 @@ def restore_reject(request, pk: int):
     form = DecisionForm(request.POST)
     if not form.is_valid():
         raise Invalid("The comment is too long or not valid text.")
-    comment = services.validate_text(form.cleaned_data["comment"], "comment", required=True,
-                                     limit=services.COMMENT_MAX)
+    comment = workflow.validate_text(form.cleaned_data["comment"], "comment", required=True,
+                                     limit=workflow.COMMENT_MAX)
     req.reject(request=request, comment=comment)
     messages.success(request, "Rejected.")
     return _back_to(req)
@@ -190,8 +190,8 @@ def restore_cancel(request, pk: int):
     form = ConfirmForm(request.POST)
     if not form.is_valid() or form.cleaned_data["confirm"] != "yes":
         raise Invalid("Confirm the cancellation (confirm=yes).")
-    comment = services.validate_text(form.cleaned_data["comment"], "comment", required=False,
-                                     limit=services.COMMENT_MAX)
+    comment = workflow.validate_text(form.cleaned_data["comment"], "comment", required=False,
+                                     limit=workflow.COMMENT_MAX)
     req.cancel(request=request, comment=comment)
     messages.success(request, f"Restore request #{req.pk} was cancelled.")
     return _back_to(req)
@@ -231,7 +231,7 @@ def _api_get(pk) -> RestoreRequest:
         req = RestoreRequest.objects.select_related("job").get(pk=pk)
     except RestoreRequest.DoesNotExist:
         raise NotFound("no such restore request") from None
-    return services.refresh(req)
+    return workflow.refresh(req)
 
 
 @never_cache
@@ -240,39 +240,39 @@ def api_restores(request, body: schemas.CreateBody | None = None):
     """GET: requests, pending first (``?status=``, ``?page=``).  POST
     (operate): open a request -> 201 with the request."""
     if request.method == "POST":
-        req = services.create_request(request=request, **body.model_dump())
-        return JsonResponse(services.as_api(req), status=201)
-    services.expire_due()
+        req = workflow.create_request(request=request, **body.model_dump())
+        return JsonResponse(workflow.as_api(req), status=201)
+    workflow.expire_due()
     form = RestoreFiltersForm(request.GET)
     if not form.is_valid():
         return json_error(form.message(), 400)
     rows = form.queryset(_ordered().select_related("job").prefetch_related("decisions"))
     page = Paginator(rows, API_PAGE_SIZE).get_page(form.page_number)
-    rate = services.restore_rate()
-    return JsonResponse({"items": [services.as_api(r, rate) for r in page], "page": page.number,
+    rate = workflow.restore_rate()
+    return JsonResponse({"items": [workflow.as_api(r, rate) for r in page], "page": page.number,
                          "pages": page.paginator.num_pages, "count": page.paginator.count})
 
 
 @never_cache
 @api_endpoint("view", methods=("GET",))
 def api_restore(request, pk: int):
-    return JsonResponse(services.as_api(_api_get(pk)))
+    return JsonResponse(workflow.as_api(_api_get(pk)))
 
 
 @api_endpoint("approve", methods=("POST",), body=schemas.CommentBody)
 def api_restore_approve(request, pk: int, body: schemas.CommentBody):
     req = _api_get(pk)
-    comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
+    comment = workflow.validate_text(body.comment, "comment", required=False, limit=workflow.COMMENT_MAX)
     req.approve(request=request, comment=comment)
-    return JsonResponse(services.as_api(req))
+    return JsonResponse(workflow.as_api(req))
 
 
 @api_endpoint("approve", methods=("POST",), body=schemas.CommentBody)
 def api_restore_reject(request, pk: int, body: schemas.CommentBody):
     req = _api_get(pk)
-    comment = services.validate_text(body.comment, "comment", required=True, limit=services.COMMENT_MAX)
+    comment = workflow.validate_text(body.comment, "comment", required=True, limit=workflow.COMMENT_MAX)
     req.reject(request=request, comment=comment)
-    return JsonResponse(services.as_api(req))
+    return JsonResponse(workflow.as_api(req))
 
 
 @api_endpoint("view", methods=("POST",))
@@ -285,9 +285,9 @@ def api_restore_cancel(request, pk: int):
         body = schemas.CommentBody.model_validate(request.json)
     except ValidationError as exc:
         raise Invalid(validation_message(exc, schemas.CommentBody)) from None
-    comment = services.validate_text(body.comment, "comment", required=False, limit=services.COMMENT_MAX)
+    comment = workflow.validate_text(body.comment, "comment", required=False, limit=workflow.COMMENT_MAX)
     req.cancel(request=request, comment=comment)
-    return JsonResponse(services.as_api(req))
+    return JsonResponse(workflow.as_api(req))
 
 
 @api_endpoint("operate", methods=("POST",), body=schemas.DiscardBody)

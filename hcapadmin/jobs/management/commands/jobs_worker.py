@@ -32,7 +32,7 @@ class Sweeper(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self):
-        from hcapadmin.jobs.services import sweep
+        from hcapadmin.jobs.lifecycle import sweep
 
         try:
             while True:

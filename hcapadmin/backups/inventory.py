@@ -126,13 +126,13 @@ def log_target() -> str:
     """The lock name of jobs on the log database: never the managed
     PostgreSQL's (``default_target()``), so a log backup neither waits for
     nor blocks a PostgreSQL backup, verify, migration or restore."""
-    from hcapadmin.jobs.services import default_target
+    from hcapadmin.jobs.lifecycle import default_target
 
     return "logs" if default_target() != "logs" else "logs-mongodb"
 
 
 def target_for(engine: str) -> str:
-    from hcapadmin.jobs.services import default_target
+    from hcapadmin.jobs.lifecycle import default_target
 
     return log_target() if engine == MONGO else default_target()
 

@@ -98,7 +98,7 @@ def pin_backup(entry) -> dict:
 def check_pinned(req: RestoreRequest) -> dict:
     """The backup file as it is now must be the one that was approved (same
     name in the catalog, same size, same SHA-256); raises PinMismatch."""
-    from hcapadmin.backups import services as backups
+    from hcapadmin.backups import inventory as backups
 
     try:
         item = backups.find(req.backup_name)
@@ -192,7 +192,7 @@ def create_request(*, request, backup: str, target: str, mode: str, reason: str,
                    acknowledge_unverified: bool = False) -> RestoreRequest:
     """Validate, pin the backup and write the request with its audit event.
     Raises Invalid (400), NotFound (404), Unavailable (503); PinMismatch never."""
-    from hcapadmin.backups import services as backups
+    from hcapadmin.backups import inventory as backups
 
     if mode not in ("online", "offline"):
         raise Invalid("mode: online or offline")
