@@ -185,22 +185,6 @@ def test_a_restore_runs_end_to_end_and_reports(scene, mode):
         assert conn.execute("SELECT count(*) FROM applicants").fetchone()[0] == 500
 
 
-def test_discard_previous_drops_only_the_pre_restore_database(scene):
-    s = scene("rbk_discard")
-    job = s.submit(s.params(stamp="20261125020000"))
-    s.worker()
-    assert s.finished(job).status == "succeeded"
-    pre = f"{s.db}_pre_restore_20261125020000"
-    bad, _ = submit("restore.discard_previous", {"database": s.db, "target": s.db}, request=admin_request(),
-                    target=s.db)
-    good, _ = submit("restore.discard_previous", {"database": pre, "target": s.db}, request=admin_request(),
-                     target=s.db)
-    bad, good = s.finished(bad), s.finished(good)
-    assert bad.status == "failed" and "is not a pre-restore database" in bad.error
-    assert good.status == "succeeded" and good.result == {"database": pre, "dropped": True}
-    assert exists(s.pg, s.db) and not exists(s.pg, pre)
-
-
 # --- failures injected at each step -------------------------------------------------------
 def test_a_truncated_file_loads_nothing_and_the_old_data_stays(scene, tmp_path):
     s = scene("rbk_trunc")

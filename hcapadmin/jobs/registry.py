@@ -50,7 +50,8 @@ def job_kind(name: str, *, title: str = "", mutating: bool = False, timeout: int
 
     def decorator(func):
         existing = _KINDS.get(name)
-        if existing is not None and existing.func.__qualname__ != func.__qualname__:
+        if existing is not None and (existing.func.__module__, existing.func.__qualname__) != (
+                func.__module__, func.__qualname__):
             raise ValueError(f"job kind {name!r} is already registered by {existing.func.__module__}")
         _KINDS[name] = JobKind(name, func, title or name, mutating, int(timeout), cancellable, advice, tuple(steps))
         return func
