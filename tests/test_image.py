@@ -30,13 +30,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.test_jobs_workers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -69,17 +70,6 @@ mount -o remount,bind,ro "$app"
 cd "$app"
 exec setpriv --reuid="$uid" --regid=0 --clear-groups --inh-caps=-all -- "$@"
 """
-
-
-def wait_for(predicate, timeout=120.0, what="condition"):
-    """Poll ``predicate``; ``timeout`` is only a failure guard."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- the Dockerfile, read as the build reads it -------------------------------------------
