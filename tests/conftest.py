@@ -47,6 +47,16 @@ def mongo_url(services):
     return services["ferretdb"].url()
 
 
+@pytest.fixture(scope="module")
+def mclient(mongo_url):
+    """A pymongo client on the test FerretDB (tests that need other options define their own)."""
+    from pymongo import MongoClient
+
+    client = MongoClient(mongo_url, tz_aware=True)
+    yield client
+    client.close()
+
+
 @pytest.fixture
 def demo_users(django_db_blocker):
     """Local accounts admin/approver/auditor/viewer with the demo password."""

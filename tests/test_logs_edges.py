@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from bson import ObjectId
-from pymongo import MongoClient
 
 from ops import logs
 
@@ -29,13 +28,6 @@ EDGE_TIMES = [
     "２０２６-１１-２５",             # full-width digits
 ]
 PATHS = ["/logs/", "/api/v1/logs", "/logs/histogram", "/logs/export", "/logs/follow"]
-
-
-@pytest.fixture(scope="module")
-def mclient(mongo_url):
-    client = MongoClient(mongo_url, tz_aware=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -13,18 +13,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from bson import ObjectId
 from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
-from pymongo import MongoClient
 
 from ops import logs
 
 UTC = timezone.utc
-
-
-@pytest.fixture(scope="module")
-def mclient(mongo_url):
-    client = MongoClient(mongo_url, tz_aware=True)
-    yield client
-    client.close()
 
 
 @pytest.fixture
