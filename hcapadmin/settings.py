@@ -19,6 +19,10 @@ SANDBOX = env.boolean("HCAPADMIN_SANDBOX", False)
 SECRET_KEY = env.secret("SECRET_KEY")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE): expected a long random string; it is required")
+# Earlier keys, one per line, still accepted for signatures during a rotation
+# (sessions, CSRF and signed values made with them stay valid); new ones use SECRET_KEY.
+SECRET_KEY_FALLBACKS = [line.strip() for line in (env.secret("SECRET_KEY_FALLBACKS") or "").splitlines()
+                        if line.strip()]
 ALLOWED_HOSTS = env.csv_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.csv_list("CSRF_TRUSTED_ORIGINS", [])
 HTTPS = env.boolean("HCAPADMIN_HTTPS", True)

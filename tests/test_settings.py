@@ -99,3 +99,25 @@ def test_openshift_api_url_must_be_https():
 
     with pytest.raises(ValueError, match="https"):
         OpenShiftDriver(api_url="http://api.cluster.example:6443", namespace="hcap-prod", token="t")
+
+
+def test_secret_key_fallbacks_keep_old_signatures_valid(tmp_path):
+    """Rotating SECRET_KEY: values signed with the old key (sessions, CSRF)
+    still verify while it is listed in SECRET_KEY_FALLBACKS_FILE."""
+    from django.core import signing
+
+    old, new = "old-" + "o" * 46, "new-" + "n" * 46
+    signed = signing.dumps({"user": "alice"}, key=old, salt="rotation-test")
+    fallbacks = tmp_path / "fallbacks"
+    fallbacks.write_text(f"{old}\n\nsomething-older-{'x' * 40}\n")
+    code = ("from django.conf import settings; from django.core import signing; "
+            f"print(len(settings.SECRET_KEY_FALLBACKS)); print(signing.loads({signed!r}, salt='rotation-test'))")
+    environ = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "SECRET_KEY_FILE")}
+    run = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**environ, "SECRET_KEY": new,
+                                                      "SECRET_KEY_FALLBACKS_FILE": str(fallbacks)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["2", "{'user':", "'alice'}"]
+    without = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120, env={**environ, "SECRET_KEY": new})
+    assert without.returncode != 0 and "BadSignature" in without.stderr
