@@ -359,3 +359,30 @@ def test_backup_checksum_runs_sha256sum_in_the_backup_pod(standin, driver, tmp_p
     gone = type("Entry", (), {"name": "gone.sql.gz", "path": "/backups/daily/2026-11-25/gone.sql.gz"})()
     with pytest.raises(NotFound):
         driver.backup_checksum(gone)
+
+
+def test_mounted_service_account_token_is_read_again_after_rotation(standin, tmp_path):
+    """The kubelet replaces the projected token file before the token
+    expires; the driver reads it again (here on every request) for REST
+    calls and exec alike, instead of keeping the first token forever."""
+    token_file = tmp_path / "token"
+    token_file.write_text("sa-token-1\n")
+    standin.route("GET", rf"/api/v1/namespaces/{NS}", lambda req: (200, {"kind": "Namespace",
+                                                                        "metadata": {"name": NS}}))
+    standin.websocket(EXEC, lambda req, ws: ws.send_channel(3, '{"metadata":{},"status":"Success"}'))
+    driver = OpenShiftDriver(api_url=standin.url, namespace=NS, ca_file=str(standin.ca_file),
+                             token_file=str(token_file), token_reread_seconds=0)
+    driver.ping()
+    token_file.write_text("sa-token-2\n")
+    driver.ping()
+    driver.exec("hcap-backup-1-abcde", ["true"])
+    assert [req.bearer for req in standin.requests] == ["sa-token-1", "sa-token-2", "sa-token-2"]
+
+
+def test_without_a_token_file_no_authorization_is_sent(standin, tmp_path):
+    standin.route("GET", rf"/api/v1/namespaces/{NS}", lambda req: (401, status_body(401, "Unauthorized")))
+    driver = OpenShiftDriver(api_url=standin.url, namespace=NS, ca_file=str(standin.ca_file),
+                             token_file=str(tmp_path / "missing"), token_reread_seconds=0)
+    with pytest.raises(Forbidden):
+        driver.ping()
+    assert [req.bearer for req in standin.requests] == [None]

@@ -32,6 +32,9 @@ from ops.migrations.sources import MigrationFiles, SourceMissing
 from ops.platform.base import (ClusterMember, ClusterState, CronJobState, ExecResult, PlatformDriver, ScaleResult,
                                ServerVersion, VerifyFindings, database_name)
 
+SERVICE_ACCOUNT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+TOKEN_REREAD_SECONDS = 60.0
+
 
 @contextmanager
 def _api_errors(refused: str, failed: str):
@@ -89,7 +92,8 @@ class OpenShiftDriver(PlatformDriver):
                  migrations_pod_selector: str | None = None,
                  migrations_pod_dir: str = "/opt/app-root/src/server/migrations",
                  migrations_pod_container: str | None = None,
-                 log_backup_name: str = "hcap-backup-mongo-log", **_ignored):
+                 log_backup_name: str = "hcap-backup-mongo-log", token_file: str = SERVICE_ACCOUNT_TOKEN_FILE,
+                 token_reread_seconds: float = TOKEN_REREAD_SECONDS, **_ignored):
         self.api_url = api_url.rstrip("/")
         self.namespace = namespace
         self.migrations_selector = migrations_pod_selector or f"deploymentconfig={server_name}"
@@ -119,7 +123,14 @@ class OpenShiftDriver(PlatformDriver):
         configuration.proxy = "http://proxy-never-used.invalid:9"
         configuration.no_proxy = "*"
         if token is None:
-            token = _in_cluster_token()
+            # The pod's projected service account token is rotated by the
+            # kubelet (the file is replaced well before the token expires):
+            # read it again before a request once it is TOKEN_REREAD_SECONDS old.
+            self._token_file = token_file
+            self._token_reread_seconds = token_reread_seconds
+            self._token_read_at = float("-inf")
+            configuration.refresh_api_key_hook = self._refresh_token
+            token = self._read_token_file()
         if token:
             configuration.api_key = {"authorization": "Bearer " + token}
         if ca_file:
@@ -128,6 +139,22 @@ class OpenShiftDriver(PlatformDriver):
         configuration.retries = 0
         self.configuration = configuration
         self.api_client = k8s.ApiClient(configuration)
+
+    def _read_token_file(self) -> str | None:
+        self._token_read_at = time.monotonic()
+        try:
+            with open(self._token_file, encoding="ascii") as fh:
+                return fh.read().strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _refresh_token(self, configuration) -> None:
+        """The kubernetes client's hook, called before each request's auth headers are set."""
+        if time.monotonic() - self._token_read_at < self._token_reread_seconds:
+            return
+        token = self._read_token_file()
+        if token:
+            configuration.api_key = {"authorization": "Bearer " + token}
 
     def core(self) -> k8s.CoreV1Api:
         return k8s.CoreV1Api(self.api_client)
@@ -594,12 +621,3 @@ _VERIFY_PASS = re.compile(r"\b(pass(ed)?|verified|succeeded|successful(ly)?)\b",
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
-
-
-def _in_cluster_token() -> str | None:
-    path = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    try:
-        with open(path, encoding="ascii") as fh:
-            return fh.read().strip() or None
-    except OSError:
-        return None
