@@ -123,6 +123,11 @@ class KubeAPI:
 
     workdir: Path
     users: list = field(default_factory=default_users)
+    # An audit policy (audit.k8s.io/v1 Policy as a dict): the server then logs
+    # the requests it selects, one JSON event a line, to ``audit_log`` in
+    # blocking mode (each event is written before the request's handling goes
+    # on), so once stop() returns the file holds every event.
+    audit_policy: dict | None = None
     ready_timeout: float = 180.0  # a failure guard only: start returns as soon as /readyz answers ok
     etcd_port: int = 0
     port: int = 0
@@ -134,6 +139,16 @@ class KubeAPI:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def audit_log(self) -> Path:
+        return Path(self.workdir) / "audit.log"
+
+    def audit_events(self) -> list[dict]:
+        """The events the audit policy selected, oldest first."""
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
 
     def token(self, key: str) -> str:
         return self.tokens[key].token
@@ -198,6 +213,11 @@ class KubeAPI:
                 # no kubelets and no cluster network: the "kubernetes" Service gets no endpoints
                 "--endpoint-reconciler-type=none",
                 "--profiling=false", "--v=0"]
+        if self.audit_policy is not None:
+            policy = self.workdir / "audit-policy.json"
+            policy.write_text(json.dumps(self.audit_policy))
+            args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                     "--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxbackup=0"]
         log = open(self.workdir / "kube-apiserver.log", "ab")
         self.apiserver = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
