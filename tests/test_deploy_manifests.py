@@ -458,6 +458,11 @@ def test_deploy_doc_role_table_matches_the_settings():
     assert match, "docs/deploy.md lost its role table markers"
     expected = role_table()
     assert match.group(1).strip() == expected, "replace the table in docs/deploy.md with:\n" + expected
+    # the other server kind, which the text under the table describes
+    from hcapadmin.accounts.access import role_access_checks
+
+    admin = role_access_checks("Deployment", "hcap-server")["admin"][0]
+    assert f"`{admin['verb']}` `{admin['resource']}/{admin['subresource']}` ({admin['group']})" in text
 
 
 def test_deploy_doc_names_every_template_parameter():

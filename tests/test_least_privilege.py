@@ -179,3 +179,63 @@ def test_the_check_sees_a_rule_nobody_used():
     events = [{"stage": "ResponseComplete", "user": {"username": PORTAL_USER}, "verb": "list",
                "objectRef": {"resource": "pods", "namespace": "elsewhere"}, "responseStatus": {"code": 200}}]
     assert used(events, "hcap-x") == (set(), [])
+
+
+# --- the per-user checks (HCAPADMIN_ROLE_ACCESS_REVIEW) ---------------------------------
+@pytest.mark.django_db
+def test_admin_review_follows_the_server_kind_on_the_real_server(client, settings, real_identities):
+    """Where HCAP's server is a Deployment, an admin who may scale that
+    Deployment (and nothing about DeploymentConfigs) is an admin; the
+    DeploymentConfig check alone would have refused them."""
+    import time
+
+    from hcapadmin.accounts.access import role_access_checks
+    from hcapadmin.accounts.openshift import OpenShiftAuth
+    from tests.harness.kubeapi import bind
+
+    real = real_identities.real
+    kube, ns = real.kube, real.namespace
+    # a Deployment-only namespace as far as admins are concerned: their DeploymentConfig grant is gone
+    kube.admin("DELETE", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/hcap-admins-scale")
+    kube.admin("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "server-deployment-scaler"},
+        "rules": [{"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["hcap-server"],
+                   "verbs": ["get", "patch"]}]})
+    bind(kube, ns, "hcap-admins-scale-deployment", "server-deployment-scaler",
+         [{"kind": "Group", "name": "hcap-admins", "apiGroup": "rbac.authorization.k8s.io"}])
+    auth = OpenShiftAuth(real.url, ca_file=real.ca_file)
+    deployment_scale = dict(namespace=ns, verb="patch", group="apps", resource="deployments", subresource="scale",
+                            name="hcap-server")
+    dc_scale = dict(deployment_scale, group="apps.openshift.io", resource="deploymentconfigs")
+    deadline = time.monotonic() + 60  # failure guard: the server's RBAC cache follows the changes by itself
+    while not auth.can(real_identities.ADMIN, **deployment_scale) or auth.can(real_identities.ADMIN, **dc_scale):
+        assert time.monotonic() < deadline, "the RBAC changes never reached the authorizer"
+        time.sleep(0.05)
+
+    settings.ROLE_ACCESS_REVIEW = True
+    settings.ROLE_ACCESS_CHECKS = role_access_checks("DeploymentConfig", "hcap-server")
+    response = client.post("/login/", {"token": real_identities.ADMIN})
+    assert response.status_code == 403 and b"none of your groups grants a role" in response.content
+
+    settings.ROLE_ACCESS_CHECKS = role_access_checks("Deployment", "hcap-server")
+    assert client.post("/login/", {"token": real_identities.ADMIN}).status_code == 302
+    assert b'data-testid="user-roles">admin<' in client.get("/").content
+
+
+def test_server_kind_setting_picks_the_admin_check(tmp_path):
+    """HCAPADMIN_OPENSHIFT_SERVER_KIND reaches settings.ROLE_ACCESS_CHECKS; an
+    unknown kind is a configuration error, not a silent DeploymentConfig."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import django, json; from django.conf import settings; django.setup(); "
+            "print(json.dumps(settings.ROLE_ACCESS_CHECKS['admin']))")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="hcapadmin.settings", HCAPADMIN_OPENSHIFT_SERVER_KIND="Deployment")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert '"resource": "deployments"' in out.stdout and '"group": "apps"' in out.stdout
+    env["HCAPADMIN_OPENSHIFT_SERVER_KIND"] = "StatefulSet"
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "HCAPADMIN_OPENSHIFT_SERVER_KIND" in out.stderr
