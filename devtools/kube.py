@@ -299,3 +299,68 @@ class KubeAPI:
         configuration.verify_ssl = True
         configuration.retries = 0
         return k8s.ApiClient(configuration)
+
+
+# -- the sandbox's token login (HCAPADMIN_SANDBOX_KUBE=true) -------------------------
+SANDBOX_NAMESPACE = "hcap-sandbox"
+# One demo user per portal role, in the group that role maps to by default
+# (HCAPADMIN_GROUPS_*):  role -> (token key, user name, group)
+SANDBOX_ROLE_USERS = {
+    "admin": ("demo-admin", "ada", "hcap-admins"),
+    "approver": ("demo-approver", "april", "hcap-approvers"),
+    "auditor": ("demo-auditor", "olga", "hcap-auditors"),
+    "viewer": ("demo-viewer", "vic", "hcap-viewers"),
+}
+
+
+def sandbox_users() -> list[tuple[str, str, tuple[str, ...]]]:
+    """The harness admin (it creates the namespace and RBAC; its token is
+    never printed) and the demo users of SANDBOX_ROLE_USERS."""
+    return [(ADMIN, "hcap-sandbox-admin", ("system:masters",))] + [
+        (key, user, (group,)) for key, user, group in SANDBOX_ROLE_USERS.values()]
+
+
+def start_sandbox_kube(workdir: Path, namespace: str = SANDBOX_NAMESPACE) -> KubeAPI:
+    """etcd + kube-apiserver with the demo users and an HCAP-like namespace in
+    which, as in HCAP's, every role's group may look at pods and hcap-admins
+    may also scale the server (so HCAPADMIN_ROLE_ACCESS_REVIEW=true works
+    too).  Tokens are fresh each start and live only in ``workdir``'s token
+    file (mode 0600) and in memory."""
+    kube = KubeAPI(Path(workdir), users=sandbox_users()).start()
+    try:
+        kube.admin("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                 "metadata": {"name": namespace}})
+        rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+        roles = {
+            "hcap-reader": ([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+                            [group for _key, _user, group in SANDBOX_ROLE_USERS.values()]),
+            "hcap-scaler": ([{"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs/scale"],
+                              "resourceNames": ["hcap-server"], "verbs": ["get", "patch"]},
+                             {"apiGroups": ["apps"], "resources": ["deployments/scale"],
+                              "resourceNames": ["hcap-server"], "verbs": ["get", "patch"]}],
+                            [SANDBOX_ROLE_USERS["admin"][2]]),
+        }
+        for name, (rules, groups) in roles.items():
+            kube.admin("POST", f"{rbac}/roles", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                                                 "metadata": {"name": name}, "rules": rules})
+            kube.admin("POST", f"{rbac}/rolebindings", {
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "Group", "name": g, "apiGroup": "rbac.authorization.k8s.io"} for g in groups]})
+    except Exception:
+        kube.stop()
+        raise
+    return kube
+
+
+def sandbox_settings(kube: KubeAPI, namespace: str = SANDBOX_NAMESPACE) -> dict[str, str]:
+    """The portal's environment for token login against ``kube`` (no token in it)."""
+    return {"HCAPADMIN_OPENSHIFT_API_URL": kube.url, "HCAPADMIN_OPENSHIFT_CA_FILE": str(kube.ca_file),
+            "HCAPADMIN_OPENSHIFT_NAMESPACE": namespace}
+
+
+def oc_login_lines(kube: KubeAPI) -> dict[str, str]:
+    """{role: the ``oc login`` line whose token logs in with that role}.  For
+    the terminal only: never write these to a file."""
+    return {role: f"oc login --token={kube.token(key)} --server={kube.url}"
+            for role, (key, _user, _group) in SANDBOX_ROLE_USERS.items()}

@@ -150,6 +150,8 @@ elif not MANAGED_DATABASE_URL:
 
 # --- Login and roles (issue 3) ---------------------------------------------------
 LOCAL_ACCOUNTS = env.boolean("HCAPADMIN_LOCAL_ACCOUNTS", False)
+# `make run` only (devtools/sandbox.py): a private kube-apiserver for token login.
+SANDBOX_KUBE = env.boolean("HCAPADMIN_SANDBOX_KUBE", False)
 DEMO_PASSWORD = env.secret("HCAPADMIN_DEMO_PASSWORD", "hcap-demo-password")
 ROLE_GROUPS = {
     "viewer": env.csv_list("HCAPADMIN_GROUPS_VIEWER", ["hcap-viewers"]),
