@@ -181,6 +181,33 @@ def test_the_check_sees_a_rule_nobody_used():
     assert used(events, "hcap-x") == (set(), [])
 
 
+def test_every_openshift_test_runs_the_portal_with_the_role_from_rbac_rules(openshift_real):
+    """The harness's namespaces bind the portal's service account to the
+    rendered rbac-rules.yaml Role and nothing else, so a call it does not
+    list is refused in the tests as in the cluster."""
+    from kubernetes import client as k8s
+    from kubernetes.client.rest import ApiException
+
+    from tests.harness.kubeapi import portal_role_rules
+
+    ns = openshift_real.namespace
+    role = openshift_real.kube.admin("GET", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/hcapadmin")
+    assert role["rules"] == portal_role_rules(ns)
+    assert {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"], "resourceNames": [ns]} in role["rules"]
+    bindings = openshift_real.kube.admin("GET", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings")
+    portal = [b["roleRef"]["name"] for b in bindings["items"]
+              if any(s.get("kind") == "ServiceAccount" and s.get("name") == "hcapadmin" for s in b["subjects"])]
+    assert portal == ["hcapadmin"]
+    core = k8s.CoreV1Api(openshift_real.api_client())
+    assert [p.metadata.name for p in core.list_namespaced_pod(ns, label_selector="deploymentconfig=hcap-server").items]
+    for refused in (lambda: core.read_namespaced_pod(SERVER_POD, ns),  # list pods, yes; get, no
+                    lambda: core.read_namespaced_config_map("hcap-patroni-config", ns),  # the leader's only
+                    lambda: k8s.AppsV1Api(openshift_real.api_client()).read_namespaced_deployment("hcap-server", ns)):
+        with pytest.raises(ApiException) as info:
+            refused()
+        assert info.value.status == 403
+
+
 # --- the per-user checks (HCAPADMIN_ROLE_ACCESS_REVIEW) ---------------------------------
 @pytest.mark.django_db
 def test_admin_review_follows_the_server_kind_on_the_real_server(client, settings, real_identities):
