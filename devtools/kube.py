@@ -157,7 +157,8 @@ class KubeAPI:
     def start(self) -> "KubeAPI":
         for name in ("etcd", "kube-apiserver"):
             if not (TOOLS_BIN / name).exists():
-                raise RuntimeError(f"{TOOLS_BIN / name} is missing; run `bash scripts/install.sh test`")
+                raise RuntimeError(f"{TOOLS_BIN / name} is missing; run `bash scripts/install.sh test` "
+                                   "(or `HCAPADMIN_SANDBOX_KUBE=true make run`, which builds it too)")
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         pki = _write_pki(self.workdir)
