@@ -123,6 +123,11 @@ class KubeAPI:
 
     workdir: Path
     users: list = field(default_factory=default_users)
+    # An audit policy (audit.k8s.io/v1 Policy as a dict): the server then logs
+    # the requests it selects, one JSON event a line, to ``audit_log`` in
+    # blocking mode (each event is written before the request's handling goes
+    # on), so once stop() returns the file holds every event.
+    audit_policy: dict | None = None
     ready_timeout: float = 180.0  # a failure guard only: start returns as soon as /readyz answers ok
     etcd_port: int = 0
     port: int = 0
@@ -135,6 +140,16 @@ class KubeAPI:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def audit_log(self) -> Path:
+        return Path(self.workdir) / "audit.log"
+
+    def audit_events(self) -> list[dict]:
+        """The events the audit policy selected, oldest first."""
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+
     def token(self, key: str) -> str:
         return self.tokens[key].token
 
@@ -142,7 +157,8 @@ class KubeAPI:
     def start(self) -> "KubeAPI":
         for name in ("etcd", "kube-apiserver"):
             if not (TOOLS_BIN / name).exists():
-                raise RuntimeError(f"{TOOLS_BIN / name} is missing; run `bash scripts/install.sh test`")
+                raise RuntimeError(f"{TOOLS_BIN / name} is missing; run `bash scripts/install.sh test` "
+                                   "(or `HCAPADMIN_SANDBOX_KUBE=true make run`, which builds it too)")
         self.workdir = Path(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         pki = _write_pki(self.workdir)
@@ -198,6 +214,11 @@ class KubeAPI:
                 # no kubelets and no cluster network: the "kubernetes" Service gets no endpoints
                 "--endpoint-reconciler-type=none",
                 "--profiling=false", "--v=0"]
+        if self.audit_policy is not None:
+            policy = self.workdir / "audit-policy.json"
+            policy.write_text(json.dumps(self.audit_policy))
+            args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                     "--audit-log-format=json", "--audit-log-mode=blocking", "--audit-log-maxbackup=0"]
         log = open(self.workdir / "kube-apiserver.log", "ab")
         self.apiserver = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         log.close()
@@ -279,3 +300,68 @@ class KubeAPI:
         configuration.verify_ssl = True
         configuration.retries = 0
         return k8s.ApiClient(configuration)
+
+
+# -- the sandbox's token login (HCAPADMIN_SANDBOX_KUBE=true) -------------------------
+SANDBOX_NAMESPACE = "hcap-sandbox"
+# One demo user per portal role, in the group that role maps to by default
+# (HCAPADMIN_GROUPS_*):  role -> (token key, user name, group)
+SANDBOX_ROLE_USERS = {
+    "admin": ("demo-admin", "ada", "hcap-admins"),
+    "approver": ("demo-approver", "april", "hcap-approvers"),
+    "auditor": ("demo-auditor", "olga", "hcap-auditors"),
+    "viewer": ("demo-viewer", "vic", "hcap-viewers"),
+}
+
+
+def sandbox_users() -> list[tuple[str, str, tuple[str, ...]]]:
+    """The harness admin (it creates the namespace and RBAC; its token is
+    never printed) and the demo users of SANDBOX_ROLE_USERS."""
+    return [(ADMIN, "hcap-sandbox-admin", ("system:masters",))] + [
+        (key, user, (group,)) for key, user, group in SANDBOX_ROLE_USERS.values()]
+
+
+def start_sandbox_kube(workdir: Path, namespace: str = SANDBOX_NAMESPACE) -> KubeAPI:
+    """etcd + kube-apiserver with the demo users and an HCAP-like namespace in
+    which, as in HCAP's, every role's group may look at pods and hcap-admins
+    may also scale the server (so HCAPADMIN_ROLE_ACCESS_REVIEW=true works
+    too).  Tokens are fresh each start and live only in ``workdir``'s token
+    file (mode 0600) and in memory."""
+    kube = KubeAPI(Path(workdir), users=sandbox_users()).start()
+    try:
+        kube.admin("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                 "metadata": {"name": namespace}})
+        rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+        roles = {
+            "hcap-reader": ([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
+                            [group for _key, _user, group in SANDBOX_ROLE_USERS.values()]),
+            "hcap-scaler": ([{"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs/scale"],
+                              "resourceNames": ["hcap-server"], "verbs": ["get", "patch"]},
+                             {"apiGroups": ["apps"], "resources": ["deployments/scale"],
+                              "resourceNames": ["hcap-server"], "verbs": ["get", "patch"]}],
+                            [SANDBOX_ROLE_USERS["admin"][2]]),
+        }
+        for name, (rules, groups) in roles.items():
+            kube.admin("POST", f"{rbac}/roles", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                                                 "metadata": {"name": name}, "rules": rules})
+            kube.admin("POST", f"{rbac}/rolebindings", {
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "Group", "name": g, "apiGroup": "rbac.authorization.k8s.io"} for g in groups]})
+    except Exception:
+        kube.stop()
+        raise
+    return kube
+
+
+def sandbox_settings(kube: KubeAPI, namespace: str = SANDBOX_NAMESPACE) -> dict[str, str]:
+    """The portal's environment for token login against ``kube`` (no token in it)."""
+    return {"HCAPADMIN_OPENSHIFT_API_URL": kube.url, "HCAPADMIN_OPENSHIFT_CA_FILE": str(kube.ca_file),
+            "HCAPADMIN_OPENSHIFT_NAMESPACE": namespace}
+
+
+def oc_login_lines(kube: KubeAPI) -> dict[str, str]:
+    """{role: the ``oc login`` line whose token logs in with that role}.  For
+    the terminal only: never write these to a file."""
+    return {role: f"oc login --token={kube.token(key)} --server={kube.url}"
+            for role, (key, _user, _group) in SANDBOX_ROLE_USERS.items()}

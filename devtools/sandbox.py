@@ -4,15 +4,25 @@ Starts private PostgreSQL, Redis and FerretDB under ./var (loopback only),
 seeds demo data once, creates the demo accounts, then runs gunicorn and one
 RQ worker until Ctrl-C, which stops everything it started.  A second run
 reuses ./var.
+
+With HCAPADMIN_SANDBOX_KUBE=true it also starts the tests' real
+kube-apiserver and etcd (devtools/kube.py) with one demo user per portal
+role, points the portal's OpenShift token login at it (the platform driver
+stays local) and prints one ``oc login`` line per role.  That server lives
+in a fresh temporary folder outside ./var and its tokens change every run:
+they are printed to the terminal and written nowhere else but the server's
+own token file, which goes when the sandbox stops.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,6 +37,34 @@ PY = sys.executable
 PG_PORT = int(os.environ.get("HCAPADMIN_SANDBOX_PG_PORT", "55432"))
 REDIS_PORT = int(os.environ.get("HCAPADMIN_SANDBOX_REDIS_PORT", "56379"))
 MONGO_PORT = int(os.environ.get("HCAPADMIN_SANDBOX_MONGO_PORT", "57017"))
+
+
+def kube_enabled(environ=None) -> bool:
+    """HCAPADMIN_SANDBOX_KUBE, read as the portal's settings read booleans."""
+    from hcapadmin.lib import env
+
+    return env.boolean("HCAPADMIN_SANDBOX_KUBE", False, environ=environ)
+
+
+def start_kube():
+    """(KubeAPI, its temporary folder, the portal's settings for token login)."""
+    from devtools.kube import sandbox_settings, start_sandbox_kube
+
+    workdir = Path(tempfile.mkdtemp(prefix="hcapadmin-sandbox-kube-"))
+    try:
+        kube = start_sandbox_kube(workdir)
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return kube, workdir, sandbox_settings(kube)
+
+
+def token_login_banner(kube) -> str:
+    """What the terminal shows for token login: one ``oc login`` line per role."""
+    from devtools.kube import oc_login_lines
+
+    lines = "".join(f"    {role:<9} {line}\n" for role, line in oc_login_lines(kube).items())
+    return f"  OpenShift token login (paste a line into the login page; new tokens each run):\n{lines}"
 
 
 def log(message: str) -> None:
@@ -96,6 +134,7 @@ def main() -> int:
     pg = services.Postgres.create(VAR / "pg" / "data", PG_PORT)
     redis = services.Redis(REDIS_PORT, VAR / "redis")
     ferret = None
+    kube = kube_dir = None
     stopping = False
 
     def stop(*_):
@@ -117,6 +156,10 @@ def main() -> int:
                 child.kill()
         if ferret:
             ferret.stop()
+        if kube:
+            kube.stop()
+        if kube_dir:
+            shutil.rmtree(kube_dir, ignore_errors=True)
         redis.stop()
         pg.stop()
         log("stopped")
@@ -133,6 +176,11 @@ def main() -> int:
         ferret = services.FerretDB(MONGO_PORT, VAR / "ferretdb", pg.url("ferretdb")).start()
         env = _environment(pg)
         log("services up: PostgreSQL :%d, Redis :%d, FerretDB :%d" % (PG_PORT, REDIS_PORT, MONGO_PORT))
+        if kube_enabled():
+            log("starting kube-apiserver and etcd for OpenShift token login ...")
+            kube, kube_dir, kube_env = start_kube()
+            env.update(kube_env)
+            log(f"kube-apiserver up: {kube.url}")
         manage(env, "migrate", "--noinput", "-v", "0")
         manage(env, "collectstatic", "--noinput", "-v", "0")
         if not (VAR / ".seeded").exists():
@@ -161,6 +209,8 @@ def main() -> int:
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
+        if kube:
+            print(token_login_banner(kube), flush=True)  # the terminal only: never logged or stored
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         failed = [c.args[2] if len(c.args) > 2 else c.args for c in children if c.poll() is not None]

@@ -134,6 +134,7 @@ OPENSHIFT_CA_FILE = env.string("HCAPADMIN_OPENSHIFT_CA_FILE", None)
 OPENSHIFT_NAMESPACE = env.string("HCAPADMIN_OPENSHIFT_NAMESPACE", None)
 OPENSHIFT_TOKEN = env.secret("HCAPADMIN_OPENSHIFT_TOKEN")  # service account; in-cluster when unset
 OPENSHIFT_SERVER_NAME = env.string("HCAPADMIN_OPENSHIFT_SERVER_NAME", "hcap-server")
+OPENSHIFT_SERVER_KIND = env.choice("HCAPADMIN_OPENSHIFT_SERVER_KIND", "DeploymentConfig", ("DeploymentConfig", "Deployment"))
 OPENSHIFT_PATRONI_NAME = env.string("HCAPADMIN_OPENSHIFT_PATRONI_NAME", "hcap-patroni")
 OPENSHIFT_PATRONI_LEADER_CONFIGMAP = env.string("HCAPADMIN_OPENSHIFT_PATRONI_LEADER_CONFIGMAP", "hcap-patroni-leader")
 OPENSHIFT_BACKUP_NAME = env.string("HCAPADMIN_OPENSHIFT_BACKUP_NAME", "hcap-backup")
@@ -153,6 +154,8 @@ elif not MANAGED_DATABASE_URL:
 
 # --- Login and roles (issue 3) ---------------------------------------------------
 LOCAL_ACCOUNTS = env.boolean("HCAPADMIN_LOCAL_ACCOUNTS", False)
+# `make run` only (devtools/sandbox.py): a private kube-apiserver for token login.
+SANDBOX_KUBE = env.boolean("HCAPADMIN_SANDBOX_KUBE", False)
 DEMO_PASSWORD = env.secret("HCAPADMIN_DEMO_PASSWORD", "hcap-demo-password")
 ROLE_GROUPS = {
     "viewer": env.csv_list("HCAPADMIN_GROUPS_VIEWER", ["hcap-viewers"]),
@@ -190,13 +193,9 @@ ROLE_ACCESS_REVIEW = env.boolean("HCAPADMIN_ROLE_ACCESS_REVIEW", False)
 if ROLE_ACCESS_REVIEW and not OPENSHIFT_NAMESPACE:
     raise ImproperlyConfigured("HCAPADMIN_ROLE_ACCESS_REVIEW: needs HCAPADMIN_OPENSHIFT_NAMESPACE")
 # SelfSubjectAccessReviews each role must also pass (HCAPADMIN_ROLE_ACCESS_REVIEW).
-ROLE_ACCESS_CHECKS = {
-    "admin": [{"verb": "patch", "group": "apps.openshift.io", "resource": "deploymentconfigs",
-               "subresource": "scale", "name": OPENSHIFT_SERVER_NAME}],
-    "viewer": [{"verb": "get", "resource": "pods"}],
-    "approver": [{"verb": "get", "resource": "pods"}],
-    "auditor": [{"verb": "get", "resource": "pods"}],
-}
+from hcapadmin.accounts.access import role_access_checks  # noqa: E402
+
+ROLE_ACCESS_CHECKS = role_access_checks(OPENSHIFT_SERVER_KIND, OPENSHIFT_SERVER_NAME)
 
 # --- Audit trail keys -------------------------------------------------------------------
 # HMAC keys of the audit chain, kept outside the portal database: "id:key"

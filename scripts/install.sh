@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the portal needs and skips what is present.
 #   scripts/install.sh          sandbox: Debian packages, FerretDB, venv, node tools
+#                               (and etcd, kube-apiserver with HCAPADMIN_SANDBOX_KUBE=true)
 #   scripts/install.sh test     the same plus Chromium, the dev requirements, etcd and kube-apiserver
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -102,7 +103,9 @@ kube_tools() {
     rm -rf .tools/src/kubernetes
   fi
 }
-if [ "$MODE" = test ]; then
+# The sandbox's token login (HCAPADMIN_SANDBOX_KUBE=true) runs the same server.
+sandbox_kube=$(printf '%s' "${HCAPADMIN_SANDBOX_KUBE:-false}" | tr '[:upper:]' '[:lower:]')
+if [ "$MODE" = test ] || [[ "$sandbox_kube" =~ ^(true|1|yes|on)$ ]]; then
   kube_tools
 fi
 

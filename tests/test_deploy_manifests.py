@@ -384,15 +384,43 @@ def test_role_grants_exactly_the_listed_calls(objects):
     named(objects, "ServiceAccount", "hcapadmin")
 
 
-def test_rbac_rules_name_every_kubernetes_call_of_the_driver():
-    """Each CoreV1Api method ops/platform/openshift.py calls is listed (a new
-    call without a rule would be refused in the cluster)."""
-    source = (ROOT / "ops" / "platform" / "openshift.py").read_text()
-    called = set(re.findall(r"\.core\(\)\.([a-z_]+)\(", source)) | set(re.findall(r"\bcore\.([a-z_]+)\(", source))
-    called |= set(re.findall(r"stream\(self\.core\(\)\.([a-z_]+)", source))
-    assert called, "the pattern still finds the driver's calls"
+# Kubernetes API calls the driver makes today whose rules are being added to
+# rbac-rules.yaml with the OpenShift restore runbook (scale, CronJob suspend and
+# resume).  Empty this once they are listed: the test then fails on the overlap.
+PENDING_CALLS = {
+    "get_namespaced_custom_object_scale", "patch_namespaced_custom_object_scale",
+    "read_namespaced_deployment_scale", "patch_namespaced_deployment_scale",
+    "read_namespaced_stateful_set_scale", "patch_namespaced_stateful_set_scale",
+    "read_namespaced_cron_job", "patch_namespaced_cron_job",
+}
+_K8S_METHOD = re.compile(r"^(?:read|list|watch|patch|create|delete|replace|get|connect_[a-z]+)_(?:namespaced_|namespace$)")
+
+
+def kubernetes_calls(paths) -> set[str]:
+    """The kubernetes client API methods named in ``paths`` (any variable:
+    ``core.x``, ``apps.x``, ``self.core().x``, or a method passed along)."""
+    import ast
+
+    found = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and _K8S_METHOD.match(node.attr):
+                found.add(node.attr)
+    return found
+
+
+def test_rbac_rules_name_every_kubernetes_call_of_the_portal():
+    """Each kubernetes client method the portal's code (ops/ and hcapadmin/)
+    names is listed in rbac-rules.yaml, and nothing else is (a new call
+    without a rule would be refused in the cluster)."""
+    paths = [p for d in ("ops", "hcapadmin") for p in (ROOT / d).rglob("*.py")]
+    called = kubernetes_calls(paths)
+    assert {"read_namespace", "list_namespaced_pod", "connect_get_namespaced_pod_exec"} <= called, \
+        "the pattern still finds the driver's calls"
     listed = {c["call"].split()[0].split(".")[-1] for c in rbac_rules()["service_account"]}
-    assert called == listed
+    assert not PENDING_CALLS & listed, f"listed now; drop from PENDING_CALLS: {sorted(PENDING_CALLS & listed)}"
+    missing, unused = sorted(called - PENDING_CALLS - listed), sorted(listed - called)
+    assert not missing and not unused, f"called but not in rbac-rules.yaml: {missing}; listed, never called: {unused}"
     auth_source = (ROOT / "hcapadmin" / "accounts" / "openshift.py").read_text()
     paths = set(re.findall(r'self\._call\("(?:GET|POST)", "([^"]+)"', auth_source))
     assert paths == {c["request"].split()[1] for c in rbac_rules()["user_token"]}
@@ -458,6 +486,11 @@ def test_deploy_doc_role_table_matches_the_settings():
     assert match, "docs/deploy.md lost its role table markers"
     expected = role_table()
     assert match.group(1).strip() == expected, "replace the table in docs/deploy.md with:\n" + expected
+    # the other server kind, which the text under the table describes
+    from hcapadmin.accounts.access import role_access_checks
+
+    admin = role_access_checks("Deployment", "hcap-server")["admin"][0]
+    assert f"`{admin['verb']}` `{admin['resource']}/{admin['subresource']}` ({admin['group']})" in text
 
 
 def test_deploy_doc_names_every_template_parameter():

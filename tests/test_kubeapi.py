@@ -86,7 +86,7 @@ def test_rbac_refuses_scale_until_a_role_and_binding_grant_it(openshift_real):
 
 def test_server_side_apply_dry_run_leaves_the_live_object_unchanged(openshift_real):
     ns = openshift_real.namespace
-    apps = k8s.AppsV1Api(openshift_real.api_client())  # the portal's service account
+    apps = k8s.AppsV1Api(openshift_real.api_client("admin"))  # the harness (the portal's Role has no apply)
     intent = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hcap-server", "namespace": ns},
               "spec": {"replicas": 3}}
     answer = apps.patch_namespaced_deployment("hcap-server", ns, intent, field_manager="hcapadmin", dry_run="All",
@@ -173,7 +173,7 @@ def test_hcap_namespace_pods_are_ready_and_patroni_is_described(openshift_real):
         (PATRONI_PODS[0], "leader", "running"), (PATRONI_PODS[1], "replica", "running"),
         (PATRONI_PODS[2], "replica", "running")]
     core = k8s.CoreV1Api(openshift_real.api_client())
-    pod = core.read_namespaced_pod(SERVER_POD, openshift_real.namespace)
+    pod = k8s.CoreV1Api(openshift_real.api_client("admin")).read_namespaced_pod(SERVER_POD, openshift_real.namespace)
     assert {c.type: c.status for c in pod.status.conditions}["Ready"] == "True"
     secret = openshift_real.kube.admin("GET", f"/api/v1/namespaces/{openshift_real.namespace}/secrets/hcap-patroni")
     assert set(secret["data"]) == {"superuser-username", "superuser-password", "replication-username",
@@ -181,7 +181,7 @@ def test_hcap_namespace_pods_are_ready_and_patroni_is_described(openshift_real):
     with pytest.raises(ApiException) as info:  # the portal's service account is not given Secrets
         core.read_namespaced_secret("hcap-patroni", openshift_real.namespace)
     assert info.value.status == 403
-    batch = k8s.BatchV1Api(openshift_real.api_client())
+    batch = k8s.BatchV1Api(openshift_real.api_client("admin"))
     assert sorted(c.metadata.name for c in batch.list_namespaced_cron_job(openshift_real.namespace).items) == [
         "hcap-archive-withdrawn", "hcap-in-progress-stale-clean", "hcap-open-expired-clean"]
 
@@ -227,8 +227,8 @@ def test_openshift_only_endpoints_answer_from_the_real_server(openshift_real):
                            headers={"Authorization": "Bearer sha256~unknown"}, timeout=30).status_code == 401
         rollout = f"/apis/apps.openshift.io/v1/namespaces/{ns}/deploymentconfigs/hcap-server/instantiate"
         assert call("POST", rollout, "vic").status_code == 403
-        started = call("POST", rollout, "portal")
+        started = call("POST", rollout, "admin")
         assert started.status_code == 201 and started.json()["status"]["latestVersion"] == 8
-        assert call("POST", rollout.replace("hcap-server", "hcap-gone"), "portal").status_code == 404
+        assert call("POST", rollout.replace("hcap-server", "hcap-gone"), "admin").status_code == 404
     dc = openshift_real.kube.admin("GET", f"/apis/apps.openshift.io/v1/namespaces/{ns}/deploymentconfigs/hcap-server")
     assert dc["status"]["latestVersion"] == 8

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -291,23 +292,55 @@ def create_hcap_namespace(kube: KubeAPI, namespace: str, *, db_password: str = "
             "patroni_pods": PATRONI_PODS, "leader": PATRONI_LEADER}
 
 
+RBAC_RULES = Path(__file__).resolve().parent.parent.parent / "deploy" / "openshift" / "rbac-rules.yaml"
+PORTAL_TEMPLATE = RBAC_RULES.parent / "hcapadmin.yaml"
+_TEMPLATE_PARAM = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
+
+
+def portal_rule_calls(namespace: str, section: str = "service_account") -> list[dict]:
+    """The calls listed in deploy/openshift/rbac-rules.yaml, their ``rule``'s
+    ``${PARAM}`` rendered as ``oc process`` would for ``namespace`` (other
+    parameters take the template's defaults, which match the namespace
+    create_hcap_namespace lays out)."""
+    import yaml
+
+    values = {p["name"]: str(p.get("value", "")) for p in yaml.safe_load(PORTAL_TEMPLATE.read_text())["parameters"]}
+    values["NAMESPACE"] = namespace
+
+    def render(node):
+        if isinstance(node, dict):
+            return {k: render(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [render(v) for v in node]
+        if isinstance(node, str):
+            return _TEMPLATE_PARAM.sub(lambda m: values[m.group(1)], node)
+        return node
+
+    return [dict(call, rule=render(call["rule"])) for call in yaml.safe_load(RBAC_RULES.read_text())[section]]
+
+
+def portal_role_rules(namespace: str) -> list[dict]:
+    """The portal's Role in ``namespace``: one RBAC rule per call listed in
+    rbac-rules.yaml (``service_account``), the same rules hcapadmin.yaml's
+    Role grants (tests/test_deploy_manifests.py checks that side)."""
+    rules = []
+    for call in portal_rule_calls(namespace):
+        rule = call["rule"]
+        rbac = {"apiGroups": [rule["apiGroup"]], "resources": [rule["resource"]], "verbs": list(rule["verbs"])}
+        if rule.get("resourceNames"):
+            rbac["resourceNames"] = list(rule["resourceNames"])
+        rules.append(rbac)
+    return rules
+
+
 def grant_roles(kube: KubeAPI, namespace: str) -> None:
-    """RBAC as HCAP's namespace has it: the portal's service account may read
-    the workloads, exec into pods and scale; the portal's role groups may
-    read pods, and hcap-admins may also scale the server."""
+    """RBAC as HCAP's namespace has it: the portal's service account gets
+    exactly the Role built from deploy/openshift/rbac-rules.yaml (so every
+    OpenShift test passes only if that Role is enough); the portal's role
+    groups may read pods, and hcap-admins may also scale the server, as
+    OpenShift's ``view`` and ``edit`` would let them."""
     rules = {
-        "hcapadmin": [
-            {"apiGroups": [""], "resources": ["namespaces"], "resourceNames": [namespace], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["pods", "pods/log", "configmaps", "services"],
-             "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]},
-            {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "deployments/scale",
-                                                  "statefulsets/scale"], "verbs": ["get", "list", "patch"]},
-            {"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs", "deploymentconfigs/scale"],
-             "verbs": ["get", "list", "patch"]},
-            {"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs/instantiate"], "verbs": ["create"]},
-            {"apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": ["get", "list", "patch"]},
-        ],
+        "hcapadmin": portal_role_rules(namespace),
         "hcap-reader": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
         "hcap-scaler": [{"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs/scale"],
                          "resourceNames": ["hcap-server"], "verbs": ["get", "patch"]}],
