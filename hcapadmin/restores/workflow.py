@@ -390,6 +390,13 @@ def steps_with_status(req: RestoreRequest) -> list[dict]:
     return out
 
 
+def report_of(job) -> dict | None:
+    """The restore's report (the runbook's report step, with the kept
+    database under ``pre_restore_database``); None until it has one."""
+    report = ((job.result or {}).get("steps") or {}).get("report") if job is not None else None
+    return result_of(report) if report else None
+
+
 def as_api(req: RestoreRequest, rate: tuple[float, str] | None = None) -> dict:
     job = req.job if req.job_id else None
     return {
@@ -412,7 +419,7 @@ def as_api(req: RestoreRequest, rate: tuple[float, str] | None = None) -> dict:
         "job": req.job_id,
         "steps": steps_with_status(req),
         "estimate": estimate(req.backup_size, req.mode, rate),
-        "report": ((job.result or {}).get("steps") or {}).get("report") if job is not None else None,
+        "report": report_of(job),
         "error": (job.error or None) if job is not None else None,
         "previous_database": req.previous_database or None,
         "previous_discarded": req.previous_discarded,
