@@ -171,3 +171,34 @@ def test_the_workers_periodic_sweep_expires_due_requests_once(client, demo_users
     RestoreRequest.objects.filter(pk=pks[1]).update(expires_at=timezone.now() - timedelta(seconds=1))
     wait_for(lambda: RestoreRequest.objects.get(pk=pks[1]).status == "expired", 60, "the next sweep")
     assert events("restore.expired", pks[0]).count() == 1 and events("restore.expired", pks[1]).count() == 1
+
+
+def test_a_restore_job_naming_a_request_it_was_not_approved_for_changes_nothing(client, demo_users, scene):
+    from hcapadmin.jobs.lifecycle import default_target, submit
+    from tests.test_jobs import admin_request
+
+    s = scene("rqe_foreign")
+    body = {"backup": Path(s.path).name, "target": s.db, "mode": "online", "reason": "r",
+            "acknowledge_unverified": True}
+    pk = post(as_user(client, "admin", "admin"), "/api/v1/restores", body).json()["id"]  # pending, not approved
+    job, _ = submit("restore.local", s.params(stamp="20261125040000", request=pk), request=admin_request(),
+                    target=default_target())
+    s.worker()
+    job = finished(s, job)
+    assert job.status == "failed" and f"restore request #{pk} is pending" in job.error
+    assert RestoreRequest.objects.get(pk=pk).status == "pending"
+    assert not events("restore.started", pk).exists() and not events("restore.finished", pk).exists()
+    s.assert_old("20261125040000")
+
+
+@pytest.mark.parametrize("value", [True, "1", 0, -3, 1.5, None])
+def test_the_runbook_refuses_a_request_id_that_is_not_one(value):
+    from hcapadmin.restores.runbook import validate_params
+    from ops.errors import Invalid
+
+    params = {"target": "hcap", "backup": "b", "path": "/p", "size": 1, "sha256": "0" * 64, "mode": "online",
+              "stamp": "20261125040000"}
+    assert validate_params(dict(params)) == params  # a direct submit has none
+    assert validate_params({**params, "request": 7})["request"] == 7
+    with pytest.raises(Invalid, match="request must be"):
+        validate_params({**params, "request": value})

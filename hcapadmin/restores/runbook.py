@@ -201,9 +201,9 @@ def run_preflight(sctx, params):
         if not req.mark_started(sctx.job_id):
             req.refresh_from_db()
             if req.status != RUNNING or req.job_id != sctx.job_id:  # a rerun finds it running already
-                raise Invalid(f"restore request #{req.pk} is {req.status}"
-                              + ("" if req.job_id == sctx.job_id else f" and belongs to job #{req.job_id}")
-                              + ", not approved for this job; not starting it")
+                owner = "" if req.job_id in (None, sctx.job_id) else f" (its job is #{req.job_id})"
+                raise Invalid(f"restore request #{req.pk} is {req.status}{owner}, not approved for this job; "
+                              "not starting it")
         for key, pinned in (("target", req.target), ("backup", req.backup_name), ("size", req.backup_size),
                             ("sha256", req.backup_sha256), ("mode", req.mode)):
             if params[key] != pinned:
