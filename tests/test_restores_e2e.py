@@ -185,7 +185,7 @@ def test_a_restore_job_naming_a_request_it_was_not_approved_for_changes_nothing(
                     target=default_target())
     s.worker()
     job = finished(s, job)
-    assert job.status == "failed" and f"restore request #{pk} is pending" in job.error
+    assert job.status == "failed" and f"Restore request #{pk} is pending, not approved for this job" in job.error
     assert RestoreRequest.objects.get(pk=pk).status == "pending"
     assert not events("restore.started", pk).exists() and not events("restore.finished", pk).exists()
     s.assert_old("20261125040000")
