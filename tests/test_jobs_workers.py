@@ -174,3 +174,23 @@ def test_heartbeat_refreshes_the_lock_while_the_portal_database_fails(pg):
         heartbeat.stop()
         pg.psql(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
         locks.release(conn, "hb-db", job.pk)
+
+
+def test_worker_reconnects_when_its_database_sessions_were_ended_between_jobs(jobs_worker_process):
+    """The portal database restarts (here: every session of the worker is
+    terminated) while the worker waits for work: the next job must still run,
+    on a new connection, instead of failing on the dead one."""
+    from django.db import connection
+
+    worker = jobs_worker_process(imports=["tests.test_jobs_kinds"])
+    first, _ = submit("test.sleep", {"seconds": 0, "tag": "before"}, request=admin_request(), target="hcap")
+    wait_for(lambda: Job.objects.get(pk=first.pk).status == "succeeded", 60, "the first job")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert cursor.fetchone()[0] >= 1
+    second, _ = submit("test.sleep", {"seconds": 0, "tag": "after"}, request=admin_request(), target="hcap")
+    try:
+        wait_for(lambda: Job.objects.get(pk=second.pk).status == "succeeded", 60, "the second job")
+    except AssertionError:
+        raise AssertionError(worker_log(worker)[-3000:]) from None

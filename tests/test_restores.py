@@ -1,6 +1,8 @@
 """Restore requests: request from the catalog with a pinned backup, sign-off
-by another person, expiry, cancellation, the restore.run job (which fails
-until the runbook is wired) and discarding the pre-restore database."""
+by another person, expiry, cancellation, the restore runbook job the last
+approval submits, how the job's end maps onto the request, and discarding
+the pre-restore database.  (A restore run end to end through the API with a
+real worker: tests/test_restores_e2e.py.)"""
 
 from __future__ import annotations
 
@@ -79,8 +81,8 @@ def test_admin_requests_a_restore_and_the_backup_is_pinned(client, demo_users, b
     assert data["backup"]["name"] == name and data["backup"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert data["backup"]["size_bytes"] == path.stat().st_size and data["backup"]["verified"] is True
     assert data["target"] == "hcap" and data["mode"] == "online" and data["ticket"] == "HCAP-1234"
-    assert [s["name"] for s in data["steps"]] == ["preflight", "safety_backup", "load_staging", "check_staging",
-                                                  "cut_over", "report"]
+    assert [s["name"] for s in data["steps"]] == ["preflight", "block", "safety_backup", "load", "check",
+                                                  "cutover", "report"]
     assert {s["status"] for s in data["steps"]} == {"pending"}
     event = events("restore.requested", data["id"]).get()
     assert event.actor == "admin" and event.details["sha256"] == data["backup"]["sha256"]
@@ -166,10 +168,12 @@ def test_the_requester_never_approves_even_with_the_approver_role(client, demo_u
     assert not events("restore.approval", pk).exists() and not Job.objects.exists()
 
 
-def test_approval_submits_the_job_which_fails_until_the_runbook_is_wired(client, demo_users, backup_dir, run_jobs):
+def test_approval_submits_the_platforms_restore_runbook_with_the_pinned_backup(client, demo_users, backup_dir):
     from hcapadmin.jobs.lifecycle import default_target
 
-    pk = _pending(client, backup_dir)
+    name, path = put(backup_dir)
+    pk = create(as_user(client, "admin", "admin"), name).json()["id"]
+    req = RestoreRequest.objects.get(pk=pk)
     c = as_user(client, "approver", "approver")
     response = post_json(c, f"/api/v1/restores/{pk}/approve", {"comment": "checked with the team"})
     assert response.status_code == 200, response.content
@@ -178,29 +182,38 @@ def test_approval_submits_the_job_which_fails_until_the_runbook_is_wired(client,
     assert data["approvals"] == [{"by": "approver", "decision": "approve", "comment": "checked with the team",
                                   "at": data["approvals"][0]["at"]}]
     job = Job.objects.get(pk=data["job"])
-    assert job.kind == "restore.run" and job.params == {"request": pk} and job.mutating
-    assert job.target == default_target()
+    assert job.kind == "restore.local" and job.mutating and job.target == default_target()
+    stamp = job.params.pop("stamp")
+    assert len(stamp) == 14 and stamp.isdigit()
+    assert job.params == {"request": pk, "target": "hcap", "backup": name, "path": str(path),
+                          "size": req.backup_size, "sha256": req.backup_sha256, "mode": "online"}
+    assert [s["name"] for s in job.runbook["steps"]] == [s["name"] for s in data["steps"]]
     assert events("restore.approval", pk).count() == 1 and events("restore.approved", pk).count() == 1
-    run_jobs()
-    job.refresh_from_db()
-    assert job.status == "failed" and "restore runbook not wired yet" in job.error
+
+
+def test_approval_without_a_restore_runbook_for_the_platform_is_refused_and_writes_nothing(
+        client, demo_users, backup_dir, monkeypatch):
+    pk = _pending(client, backup_dir)
+    monkeypatch.setitem(workflow.RESTORE_KINDS, "local", "restore.nowhere")
+    before = AuditEvent.objects.count()
+    response = post_json(as_user(client, "approver", "approver"), f"/api/v1/restores/{pk}/approve", {})
+    assert response.status_code == 503 and "cannot run restores on the local platform" in response.json()["error"]
     req = RestoreRequest.objects.get(pk=pk)
-    assert req.status == "failed" and req.started_at and req.finished_at
-    assert events("restore.started", pk).count() == 1
-    finished = events("restore.finished", pk).get()
-    assert finished.outcome == "failure" and "not wired" in finished.details["error"]
-    steps = client.get(f"/api/v1/restores/{pk}").json()["steps"]
-    assert steps[0] == {**steps[0], "name": "Check the pinned backup", "status": "succeeded"}
+    assert req.status == "pending" and not req.decisions.exists() and req.job_id is None
+    assert AuditEvent.objects.count() == before and not Job.objects.exists()
+    page = as_user(client, "approver", "approver").post(f"/restores/{pk}/approve/", {"confirm": "hcap"})
+    assert page.status_code == 503 and RestoreRequest.objects.get(pk=pk).status == "pending"
+    assert client.get(f"/restores/{pk}/").status_code == 200  # the page still renders (without a plan)
 
 
-def test_a_changed_backup_stops_the_job_before_anything_else(client, demo_users, backup_dir, run_jobs):
+def test_approval_of_a_backup_gone_from_the_catalog_is_refused(client, demo_users, backup_dir):
     name, path = put(backup_dir)
     pk = create(as_user(client, "admin", "admin"), name).json()["id"]
-    post_json(as_user(client, "approver", "approver"), f"/api/v1/restores/{pk}/approve", {})
-    path.write_bytes(b"replaced")
-    run_jobs()
-    req = RestoreRequest.objects.select_related("job").get(pk=pk)
-    assert req.status == "failed" and "changed since it was approved" in req.job.error
+    path.unlink()
+    response = post_json(as_user(client, "approver", "approver"), f"/api/v1/restores/{pk}/approve", {})
+    assert response.status_code == 409 and "no longer in the catalog" in response.json()["error"]
+    assert RestoreRequest.objects.get(pk=pk).status == "pending" and not Job.objects.exists()
+    assert not events("restore.approval", pk).exists()
 
 
 def test_two_approvals_from_distinct_people(client, demo_users, backup_dir, settings, run_jobs):
@@ -214,7 +227,7 @@ def test_two_approvals_from_distinct_people(client, demo_users, backup_dir, sett
     second = post_json(as_user(client, "approver2", "approver"), f"/api/v1/restores/{pk}/approve", {})
     assert second.status_code == 200 and second.json()["status"] == "approved"
     assert [a["by"] for a in second.json()["approvals"]] == ["approver", "approver2"]
-    assert Job.objects.filter(kind="restore.run").count() == 1
+    assert Job.objects.filter(kind="restore.local").count() == 1
 
 
 def test_reject_needs_a_comment_and_ends_the_request(client, demo_users, backup_dir):
@@ -319,14 +332,8 @@ def test_discard_previous_needs_the_typed_name_and_runs_as_a_job(client, demo_us
     assert events("restore.discard_requested", pk).count() == 1
     run_jobs()
     job.refresh_from_db()
-    try:
-        import ops.restore  # noqa: F401  (arrives with the runbook)
-    except ImportError:
-        assert job.status == "failed" and "ops.restore is not part of this portal version" in job.error
-        assert not RestoreRequest.objects.get(pk=pk).previous_discarded
-    else:
-        assert job.status == "succeeded", job.error
-        assert RestoreRequest.objects.get(pk=pk).previous_discarded
+    assert job.status == "succeeded", job.error  # (that database never existed: dropping it is a no-op)
+    assert RestoreRequest.objects.get(pk=pk).previous_discarded
 
 
 def test_finish_keeps_the_pre_restore_name_and_rate_of_a_success(client, demo_users, backup_dir):
@@ -341,26 +348,61 @@ def test_finish_keeps_the_pre_restore_name_and_rate_of_a_success(client, demo_us
 
 
 @pytest.mark.parametrize("request_status,job_status,expected", [
-    ("approved", "failed", "failed"),          # never enqueued (Redis died at commit): nothing ran
-    ("approved", "abandoned", "failed"),       # the worker died before the restore started
-    ("running", "abandoned", "needs_attention"),  # the worker died part way: a person must look
+    ("approved", "failed", "failed"),          # never enqueued (Redis died at commit), or refused: nothing ran
+    ("running", "failed", "failed"),           # a step failed and what ran was undone
+    ("running", "cancelled", "failed"),        # cancelled: what ran was undone
+    ("approved", "abandoned", "needs_attention"),  # the worker died: an admin resumes or rolls it back
+    ("running", "abandoned", "needs_attention"),
+    ("running", "needs_attention", "needs_attention"),  # an undo failed: a person must look
+    ("running", "succeeded", "succeeded"),     # the report step did not record it
+    ("needs_attention", "succeeded", "succeeded"),  # abandoned, then resumed to its end
+    ("needs_attention", "cancelled", "failed"),     # abandoned, then rolled back
+    ("succeeded", "succeeded", "succeeded"),   # the report step already did: nothing more
 ])
 def test_a_job_that_ended_without_the_request_hearing_of_it(client, demo_users, request_status, job_status,
                                                             expected):
     from hcapadmin.jobs.models import params_key
 
-    job = Job.objects.create(kind="restore.run", params={"request": 0}, target="hcap", status=job_status,
-                             params_key=params_key("restore.run", {"x": request_status + job_status}, "hcap"),
-                             requested_by="approver", error="worker gone")
+    report = {"pre_restore": "hcap_pre_restore_20260101000000", "rows": 3}
+    job = Job.objects.create(kind="restore.local", params={"request": 0}, target="hcap", status=job_status,
+                             params_key=params_key("restore.local", {"x": request_status + job_status}, "hcap"),
+                             requested_by="approver", error="" if job_status == "succeeded" else "worker gone",
+                             result={"steps": {"report": report}} if job_status == "succeeded" else None,
+                             finished_at=timezone.now())
     req = RestoreRequest.objects.create(
         backup_name="hcap-patroni-hcap_2026-01-01_00-00-00.sql.gz", backup_database="hcap",
         backup_created_at=timezone.now(), backup_size=10, backup_sha256="0" * 64, target="hcap", mode="online",
-        reason="r", requested_by="admin", status=request_status, job=job, expires_at=timezone.now())
+        reason="r", requested_by="admin", status=request_status, job=job, expires_at=timezone.now(),
+        started_at=None if request_status == "approved" else timezone.now() - timedelta(seconds=5))
     data = as_user(client, "viewer", "viewer").get(f"/api/v1/restores/{req.pk}").json()
     assert data["status"] == expected
-    assert events("restore.finished", req.pk).count() == 1
+    ended = 0 if request_status == expected else 1
+    assert events("restore.finished", req.pk).count() == ended
     client.get(f"/api/v1/restores/{req.pk}")
-    assert events("restore.finished", req.pk).count() == 1
+    assert workflow.upkeep()["settled"] == []
+    assert events("restore.finished", req.pk).count() == ended
+    if expected == "succeeded" and ended:
+        req.refresh_from_db()
+        assert req.previous_database == "hcap_pre_restore_20260101000000" and req.measured_mbps > 0
+        assert data["report"] == {**report, "pre_restore_database": report["pre_restore"]}
+    if job_status == "failed":
+        assert data["error"] == "worker gone"
+
+
+def test_the_workers_sweep_settles_a_request_whose_job_ended_unseen(client, demo_users):
+    from hcapadmin.jobs.models import params_key
+
+    job = Job.objects.create(kind="restore.local", params={"request": 0}, target="hcap", status="failed",
+                             params_key=params_key("restore.local", {"x": "unseen"}, "hcap"),
+                             requested_by="approver", error="boom", finished_at=timezone.now())
+    req = RestoreRequest.objects.create(
+        backup_name="hcap-patroni-hcap_2026-01-01_00-00-00.sql.gz", backup_database="hcap",
+        backup_created_at=timezone.now(), backup_size=10, backup_sha256="0" * 64, target="hcap", mode="online",
+        reason="r", requested_by="admin", status="running", job=job, expires_at=timezone.now())
+    assert workflow.upkeep() == {"expired": [], "settled": [req.pk]}
+    assert RestoreRequest.objects.get(pk=req.pk).status == "failed"
+    assert events("restore.finished", req.pk).get().details["error"] == "boom"
+    assert workflow.upkeep() == {"expired": [], "settled": []}
 
 
 ENDPOINTS = {  # action -> (roles allowed, valid body)

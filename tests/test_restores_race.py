@@ -1,5 +1,5 @@
 """Two approvers acting at the same moment, in two processes against the real
-PostgreSQL: exactly one restore.run job and one ``restore.approved`` event.
+PostgreSQL: exactly one restore runbook job and one ``restore.approved`` event.
 
 The test holds the request's row lock itself, starts both approver
 processes, waits until PostgreSQL shows both blocked on that lock, then lets
@@ -52,16 +52,20 @@ def _waiting_on_locks(conn, dbname: str) -> int:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("needed,approvers", [(1, ("approver-a", "approver-b")), (2, ("approver-a", "approver-b"))])
-def test_concurrent_approvals_submit_exactly_one_job(pg, redis_url, needed, approvers):
+def test_concurrent_approvals_submit_exactly_one_job(pg, redis_url, needed, approvers, tmp_path, settings):
     from hcapadmin.jobs.queue import get_queue
+    from tests.test_restores import put
 
     now = timezone.now()
+    settings.BACKUP_DIR = str(tmp_path)
+    name, _path = put(tmp_path)  # the approval takes the file's path from the catalog
     req = RestoreRequest.objects.create(
-        backup_name="hcap-patroni-hcap_2026-01-01_00-00-00.sql.gz", backup_database="hcap", backup_created_at=now,
+        backup_name=name, backup_database="hcap", backup_created_at=now,
         backup_size=10, backup_sha256="0" * 64, backup_verified=True, target="hcap", mode="online", reason="race",
         requested_by="requester", approvals_required=needed, expires_at=now + timedelta(hours=1))
     dbname = connection.settings_dict["NAME"]
-    env = {**os.environ, "DATABASE_URL": pg.url(dbname), "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DATABASE_URL": pg.url(dbname), "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1",
+           "HCAPADMIN_BACKUP_DIR": str(tmp_path)}
     holder = psycopg.connect(pg.url(dbname).replace("postgres://", "postgresql://"))
     watcher = psycopg.connect(pg.url(dbname).replace("postgres://", "postgresql://"), autocommit=True)
     procs = []
@@ -88,7 +92,7 @@ def test_concurrent_approvals_submit_exactly_one_job(pg, redis_url, needed, appr
                 proc.kill()
                 proc.wait()
         get_queue().empty()
-    jobs = Job.objects.filter(kind="restore.run", params={"request": req.pk})
+    jobs = Job.objects.filter(kind="restore.local", params__request=req.pk)
     assert jobs.count() == 1
     assert AuditEvent.objects.filter(action="restore.approved", details__request=req.pk).count() == 1
     req.refresh_from_db()

@@ -180,6 +180,27 @@ def sweep(now=None) -> list[int]:
     return abandoned
 
 
+# Other apps' periodic upkeep (expiring restore requests, ...), registered
+# from their AppConfig.ready() and run by the worker's sweeper after sweep().
+_UPKEEP: list = []
+
+
+def register_upkeep(func) -> None:
+    """Have the worker's periodic sweep also call ``func()`` (no arguments;
+    it must be idempotent and audit what it changes)."""
+    if func not in _UPKEEP:
+        _UPKEEP.append(func)
+
+
+def run_upkeep() -> None:
+    """Call every registered upkeep function; one failing does not stop the others."""
+    for func in list(_UPKEEP):
+        try:
+            func()
+        except Exception as exc:
+            logger.warning("upkeep %s.%s failed: %s", func.__module__, func.__qualname__, exc)
+
+
 def _abandon(job: Job, heartbeat_at, why: str) -> bool:
     step = job.last_step
     step_text = f" during step “{step['name']}”" if step else " before its first step"

@@ -23,7 +23,7 @@ import traceback
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, connections
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -288,16 +288,28 @@ def _wait_for_lock(ctx: JobContext, job: Job, redis_conn, heartbeat: Heartbeat |
         time.sleep(0.5)
 
 
+def _usable_connections() -> None:
+    """Before and after each job: drop database connections that are broken
+    or too old, so that the next query opens a new one.  A connection whose
+    server side went away while the worker was idle (the portal database
+    restarted, or its backend was terminated) raised nothing yet, so
+    ``close_old_connections`` alone keeps it; it is pinged here."""
+    close_old_connections()
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and not conn.in_atomic_block and not conn.is_usable():
+            conn.close()
+
+
 def execute(job_pk: int) -> str:
     """RQ entry point.  Returns the final status (RQ keeps it as its result)."""
     in_test_transaction = connection.in_atomic_block
     if not in_test_transaction:
-        close_old_connections()
+        _usable_connections()
     try:
         return _execute(job_pk)
     finally:
         if not in_test_transaction:
-            close_old_connections()
+            _usable_connections()
 
 
 def _execute(job_pk: int) -> str:

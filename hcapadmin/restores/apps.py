@@ -6,4 +6,7 @@ class RestoresConfig(AppConfig):
     label = "restores"
 
     def ready(self):
-        from hcapadmin.restores import jobs  # noqa: F401  registers the restore job kinds
+        from hcapadmin.jobs.lifecycle import register_upkeep
+        from hcapadmin.restores import jobs, runbook, workflow  # noqa: F401  register the restore job kinds
+
+        register_upkeep(workflow.upkeep)  # the worker's sweep expires due requests

@@ -9,7 +9,8 @@ transaction, so two people acting at once cannot both win, and a status never
 changes without its record.
 
     pending -> approved -> running -> succeeded | failed | needs_attention
-    pending -> rejected | expired | cancelled;  approved -> cancelled | failed
+    pending -> rejected | expired | cancelled;  approved -> cancelled | failed | needs_attention
+    needs_attention -> running | succeeded | failed  (its abandoned job was resumed or rolled back)
 """
 
 from __future__ import annotations
@@ -112,10 +113,14 @@ class RestoreRequest(models.Model):
 
     def approve(self, *, request, comment: str = ""):
         """Record ``request.principal``'s approval.  When it is the last one
-        needed, the request becomes ``approved`` and its ``restore.run`` job
-        is submitted in the same transaction (enqueued on commit).  Returns
-        the job when one was submitted, else None."""
+        needed, the request becomes ``approved`` and the restore runbook of
+        this platform (``workflow.restore_kind()``) is submitted in the same
+        transaction (enqueued on commit).  Returns the job when one was
+        submitted, else None.  Refused before anything is written when this
+        portal has no restore runbook for its platform (503) or the backup
+        left the catalog (409)."""
         from hcapadmin.jobs.lifecycle import default_target, submit
+        from hcapadmin.restores import workflow
 
         who = request.principal
         if not who.has_perm("approve"):
@@ -123,6 +128,8 @@ class RestoreRequest(models.Model):
         if who.name == self.requested_by:
             raise Forbidden("You requested this restore; another person must approve it.")
         self.expire_if_due()
+        kind = workflow.restore_kind()
+        params = workflow.job_params(self)
         with transaction.atomic():
             # The row lock orders concurrent approvals: each sees the ones
             # committed before it, so exactly one of them is the last.
@@ -142,7 +149,7 @@ class RestoreRequest(models.Model):
                 if not RestoreRequest.objects.filter(pk=row.pk, status=PENDING).update(status=APPROVED,
                                                                                       decided_at=now):
                     raise Conflict("This request is no longer pending.")  # cannot happen under the row lock
-                job, _created = submit("restore.run", {"request": row.pk}, request=request, target=default_target())
+                job, _created = submit(kind, params, request=request, target=default_target())
                 RestoreRequest.objects.filter(pk=row.pk).update(job=job)
                 record("restore.approved", request=request, target=row.target,
                        details=self.details(status=APPROVED, job=job.pk, approvals=given))
@@ -198,9 +205,13 @@ class RestoreRequest(models.Model):
         self.refresh_from_db()
 
     def mark_started(self, job) -> bool:
-        """approved -> running, called by the restore job when it starts."""
-        return self._move((APPROVED,), RUNNING, "restore.started", actor="system",
-                          details={"job": job.pk}, started_at=timezone.now())
+        """approved -> running, called by the restore runbook's preflight
+        (``job``: the Job or its id; it must be this request's job).  Also
+        needs_attention -> running when that job, abandoned before or during
+        its preflight, is resumed."""
+        job_id = getattr(job, "pk", job)
+        return self._move((APPROVED, NEEDS_ATTENTION), RUNNING, "restore.started", actor="system",
+                          details={"job": job_id}, extra_filter=models.Q(job_id=job_id), started_at=timezone.now())
 
     def finish(self, status: str, *, error: str = "", result: dict | None = None,
                measured_mbps: float | None = None) -> bool:
@@ -215,7 +226,10 @@ class RestoreRequest(models.Model):
         if isinstance(previous, str) and previous.startswith(f"{self.target}_pre_restore_") and len(previous) <= 63:
             fields["previous_database"] = previous
         outcome = {SUCCEEDED: "success", FAILED: "failure", NEEDS_ATTENTION: "error"}[status]
-        return self._move((APPROVED, RUNNING), status, "restore.finished", actor="system", outcome=outcome,
+        # A request left needs_attention by an abandoned job ends as that job
+        # ends once it was resumed or rolled back.
+        from_statuses = (APPROVED, RUNNING) if status == NEEDS_ATTENTION else (APPROVED, RUNNING, NEEDS_ATTENTION)
+        return self._move(from_statuses, status, "restore.finished", actor="system", outcome=outcome,
                           details={"job": self.job_id, "error": error[:500]}, **fields)
 
     def expire_if_due(self) -> None:

@@ -4,10 +4,16 @@ what ran when a step fails or someone cancels, and lets an admin resume or
 roll back a job whose worker died.
 
 ``restore.local`` takes plain JSON parameters (the restore request app builds
-them once the request is approved)::
+them once the request is approved: hcapadmin.restores.workflow.job_params)::
 
-    {"target": "hcap", "backup": "<catalog name>", "path": "/backups/.../x.sql.gz",
+    {"request": 12, "target": "hcap", "backup": "<catalog name>", "path": "/backups/.../x.sql.gz",
      "size": 123, "sha256": "<hex>", "mode": "online" | "offline", "stamp": "YYYYMMDDHHMMSS"}
+
+``request`` (optional, for a job submitted directly) is the restore request
+the job carries out: the preflight marks it ``running`` (and refuses when it
+is not the approved request of this job) and the report step marks it
+``succeeded`` with the report; any other end is mapped onto it by
+``hcapadmin.restores.workflow.refresh``.
 
 The target must be the managed database of the local platform driver: the
 safety backup is taken through the driver, which backs up that database, and
@@ -46,6 +52,7 @@ from ops.errors import Invalid, OpsError
 
 MODES = ("online", "offline")
 PARAM_KEYS = {"target", "backup", "path", "size", "sha256", "mode", "stamp"}
+OPTIONAL_KEYS = {"request"}  # the restore request's id, absent on a direct submit
 HOLD_GUARD_SECONDS = 600  # a failure guard for the test hooks only
 SAFETY_LABEL = "safety backup"
 
@@ -58,7 +65,7 @@ def validate_params(params) -> dict:
     missing = sorted(PARAM_KEYS - set(params))
     if missing:
         raise Invalid(f"restore parameters lack {', '.join(missing)}")
-    extra = sorted(set(params) - PARAM_KEYS - {"_hold"})
+    extra = sorted(set(params) - PARAM_KEYS - OPTIONAL_KEYS - {"_hold"})
     if extra:
         raise Invalid(f"unknown restore parameters: {', '.join(extra)}")
     if "_hold" in params and not getattr(settings, "TESTING", False):
@@ -75,7 +82,23 @@ def validate_params(params) -> dict:
     for key in ("backup", "path"):
         if not isinstance(params[key], str) or not params[key] or "\x00" in params[key]:
             raise Invalid(f"{key} must be a non-empty string")
+    if "request" in params:
+        pk = params["request"]
+        if not isinstance(pk, int) or isinstance(pk, bool) or pk <= 0:
+            raise Invalid("request must be a restore request's id")
     return params
+
+
+def _restore_request(params):
+    """The restore request this job carries out (None on a direct submit)."""
+    if "request" not in params:
+        return None
+    from hcapadmin.restores.models import RestoreRequest
+
+    try:
+        return RestoreRequest.objects.get(pk=params["request"])
+    except RestoreRequest.DoesNotExist:
+        raise Invalid(f"restore request #{params['request']} does not exist") from None
 
 
 def managed_conninfo(target: str) -> str:
@@ -171,6 +194,20 @@ def _ctx(sctx, params):
 def run_preflight(sctx, params):
     params, conninfo = _ctx(sctx, params)
     _hold(sctx, params, "before:preflight")
+    req = _restore_request(params)
+    if req is not None:
+        from hcapadmin.restores.models import RUNNING
+
+        if not req.mark_started(sctx.job_id):
+            req.refresh_from_db()
+            if req.status != RUNNING or req.job_id != sctx.job_id:  # a rerun finds it running already
+                owner = "" if req.job_id in (None, sctx.job_id) else f" (its job is #{req.job_id})"
+                raise Invalid(f"restore request #{req.pk} is {req.status}{owner}, not approved for this job; "
+                              "not starting it")
+        for key, pinned in (("target", req.target), ("backup", req.backup_name), ("size", req.backup_size),
+                            ("sha256", req.backup_sha256), ("mode", req.mode)):
+            if params[key] != pinned:
+                raise Invalid(f"the job's {key} is not the one approved in restore request #{req.pk}")
     result = restore.preflight(conninfo, params["path"], expected_size=params["size"],
                                expected_sha256=params["sha256"], target=params["target"],
                                check=sctx.check_cancelled, log=sctx.log)
@@ -287,6 +324,12 @@ def run_report(sctx, params):
     out["safety_backup"] = sctx.data_of("safety_backup").get("backup")
     sctx.log(f"Restored {params['backup']} into {params['target']}: downtime {out.get('downtime_seconds')} s, "
              f"{out.get('rows', 0):,} rows; the previous data is kept as {out.get('pre_restore')}")
+    req = _restore_request(params)
+    if req is not None:
+        from hcapadmin.restores import workflow
+        from hcapadmin.restores.models import SUCCEEDED
+
+        req.finish(SUCCEEDED, result=workflow.result_of(out), measured_mbps=workflow.measured_rate(req))
     return out
 
 

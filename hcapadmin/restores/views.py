@@ -116,7 +116,7 @@ def _detail_context(request, req: RestoreRequest) -> dict:
         "may_discard": (req.status == SUCCEEDED and req.previous_database and not req.previous_discarded
                         and principal.has_perm("operate")),
         "backup_item": _current_backup(req),
-        "report": req.job.result if req.job_id and req.job.result else None,
+        "report": workflow.report_of(req.job) if req.job_id else None,
     }
     if req.job_id:
         context.update({k: v for k, v in job_context(request, req.job).items() if k != "title"})

@@ -1,21 +1,29 @@
 """What a restore request shows and checks: its plan, the pinned backup,
-estimates, creation, expiry sweep and the dashboard's "waiting for your
-approval".
+estimates, creation, the periodic upkeep (expiry, a job that ended without
+the request hearing of it) and the dashboard's "waiting for your approval".
 
-Integration points the runbook side uses:
+How a request becomes a restore:
 
-* ``plan_for(req)``: the ordered steps (names and titles) the request page
-  and the API show; point it at the runbook's declaration once it exists.
-* ``pin_backup(entry)``: size and SHA-256 of a catalog entry, taken when the
-  request is made.  Local files only for now; route it to the driver (a
-  ``sha256sum`` exec in the backup pod) for OpenShift.
-* ``check_pinned(req)``: refuses (``PinMismatch``) when the file changed or
-  is gone; the restore job calls it before doing anything.
+* ``RESTORE_KINDS`` maps the platform driver's name to the runbook job kind
+  that restores on it; ``restore_kind()`` is the one place that choice is
+  made.  The final approval submits that kind with ``job_params(req)``:
+  ``{request, target, backup, path, size, sha256, mode, stamp}``, the
+  backup's size and SHA-256 as pinned when the request was made and its path
+  as the catalog gives it at approval (the runbook's preflight refuses a file
+  whose size or SHA-256 is no longer the pinned one).
+* ``plan_for(req)``: the steps of that kind's declaration, as the request
+  page and the API show them; ``steps_with_status`` adds each step's status
+  from the job's persisted runbook state.
+* The runbook marks the request ``running`` in its preflight and
+  ``succeeded`` in its report step; every other end (failed, cancelled,
+  rolled back, abandoned, needs attention) is mapped by ``refresh(req)``,
+  called on every read and by the worker's periodic sweep (``upkeep``).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.db import transaction
@@ -41,8 +49,51 @@ CUTOVER_SECONDS = 30
 RATE_SAMPLES = 5
 
 
+# The restore runbook of each platform driver (keyed by ``get_driver().name``).
+# Each takes the same parameters (``job_params``).
+RESTORE_KINDS = {"local": "restore.local", "openshift": "restore.openshift"}
+
+
 class PinMismatch(OpsError):
     """The backup file is not the one that was approved."""
+
+
+class RestoreUnavailable(Unavailable):
+    """This portal cannot run a restore on its platform (no runbook for it)."""
+
+
+def restore_kind() -> str:
+    """The registered runbook job kind that restores on this portal's
+    platform; raises RestoreUnavailable when there is none."""
+    from hcapadmin.jobs.registry import get_kind
+
+    platform = get_driver().name
+    kind = RESTORE_KINDS.get(platform)
+    try:
+        if kind is None or not get_kind(kind).is_runbook:
+            raise KeyError(kind)
+    except KeyError:
+        raise RestoreUnavailable(f"This portal version cannot run restores on the {platform} platform (no "
+                                 f"{kind or 'restore'} runbook is installed); the request stays pending and "
+                                 "nothing was recorded.") from None
+    return kind
+
+
+def job_params(req: RestoreRequest, *, now=None) -> dict:
+    """The runbook's parameters for ``req``: what was pinned at the request,
+    the file's path from the catalog now, and the stamp that names the
+    staging and pre-restore databases.  Raises Conflict when the backup is no
+    longer in the catalog."""
+    from hcapadmin.backups import inventory as backups
+
+    try:
+        item = backups.find(req.backup_name)
+    except (NotFound, Invalid):
+        raise Conflict(f"The backup {req.backup_name} is no longer in the catalog, so it cannot be restored; "
+                       "nothing was recorded.") from None
+    stamp = (now or timezone.now()).astimezone(dt_timezone.utc).strftime("%Y%m%d%H%M%S")
+    return {"request": req.pk, "target": req.target, "backup": req.backup_name, "path": item.entry.path,
+            "size": req.backup_size, "sha256": req.backup_sha256, "mode": req.mode, "stamp": stamp}
 
 
 # --- validation ----------------------------------------------------------------------
@@ -119,28 +170,38 @@ def check_pinned(req: RestoreRequest) -> dict:
 
 
 # --- plan and estimates --------------------------------------------------------------------
+# What each step of the restore runbooks does, in plain words (by step name).
+STEP_DETAILS = {
+    "preflight": "Check that the backup file is the approved one (size and SHA-256), that {db} exists and that "
+                 "there is room for the staging copy and the safety backup.",
+    "block": "Offline mode: from here on, clients cannot connect to {db}.",
+    "safety_backup": "Take a fresh backup of {db} as it is now (kept in the catalog, labelled).",
+    "load": "Create {db}_restore_<ts> beside the live database and load the backup into it.",
+    "check": "Compare every table's row count with the backup; give staging {db}'s owner, privileges and "
+             "settings.",
+    "cutover": "Block connections to {db}, end its sessions, rename {db} to {db}_pre_restore_<ts>, rename "
+               "{db}_restore_<ts> to {db}, allow connections.",
+    "report": "Record the downtime, step durations and row counts.",
+}
+
+
 def plan_for(req: RestoreRequest) -> list[dict]:
-    """The steps of the restore, in order: [{"name", "title", "detail"}].
-    (To be pointed at the runbook's declaration.)"""
-    db = req.target
-    offline = req.mode == "offline"
-    return [
-        {"name": "preflight", "title": "Preflight",
-         "detail": f"Check that the backup file is the approved one (size and SHA-256), that {db} exists and "
-                   "that there is room."},
-        {"name": "safety_backup", "title": "Safety backup",
-         "detail": f"Take a fresh backup of {db} as it is now."
-                   + (f" Offline mode: from this step on, clients cannot connect to {db}." if offline else "")},
-        {"name": "load_staging", "title": f"Load into staging {db}_restore_<ts>",
-         "detail": f"Create {db}_restore_<ts> beside the live database and load the backup into it."},
-        {"name": "check_staging", "title": "Check staging",
-         "detail": "Compare every table's row count with the backup; copy the owner, privileges and settings."},
-        {"name": "cut_over", "title": "Cut over",
-         "detail": f"Block connections to {db}, end its sessions, rename {db} to {db}_pre_restore_<ts>, rename "
-                   f"{db}_restore_<ts> to {db}, allow connections."},
-        {"name": "report", "title": "Report",
-         "detail": "Record the downtime, step durations and row counts."},
-    ]
+    """The steps of the restore, in order: [{"name", "title", "detail"}],
+    from the declaration of this platform's restore runbook (empty when the
+    portal has none)."""
+    from hcapadmin.jobs.registry import get_kind
+
+    try:
+        steps = get_kind(restore_kind()).steps
+    except (RestoreUnavailable, KeyError):
+        return []
+    out = []
+    for step in steps:
+        detail = STEP_DETAILS.get(step.name, "").format(db=req.target)
+        if step.name == "block" and req.mode != "offline":
+            detail = "Online mode: skipped; clients keep working until the cut-over."
+        out.append({"name": step.name, "title": step.title, "detail": detail})
+    return out
 
 
 def mode_statement(mode: str) -> str:
@@ -241,20 +302,57 @@ def expire_due(now=None) -> list[int]:
 
 
 def refresh(req: RestoreRequest) -> RestoreRequest:
-    """Lazy upkeep on read: expiry, and a job that ended without the request
-    hearing of it (never enqueued, abandoned by a dead worker)."""
-    from hcapadmin.jobs.models import ABANDONED, CANCELLED, FAILED as JOB_FAILED
+    """Lazy upkeep on read: expiry, and the end of the request's job mapped
+    onto the request when the runbook did not record it itself: failed or
+    cancelled (its steps were undone) -> ``failed``; abandoned (its worker
+    died: an admin resumes or rolls it back) or needs attention ->
+    ``needs_attention``; succeeded -> ``succeeded``.  A request left
+    ``needs_attention`` by an abandoned job follows the job's end once it
+    was resumed or rolled back."""
+    from hcapadmin.jobs import models as jobs
 
     req.expire_if_due()
-    if req.status in (APPROVED, RUNNING) and req.job_id is not None:
-        job = req.job
-        if job.status in (JOB_FAILED, CANCELLED, ABANDONED):
-            # Before the start nothing was changed; once running, the job
-            # would have ended the request itself, so the databases may be
-            # half way and a person must look.
-            req.finish(FAILED if req.status == APPROVED else NEEDS_ATTENTION,
-                       error=job.error or f"job #{job.pk} {job.status}")
+    if req.status not in (APPROVED, RUNNING, NEEDS_ATTENTION) or req.job_id is None:
+        return req
+    job = jobs.Job.objects.get(pk=req.job_id)
+    error = job.error or f"job #{job.pk} {job.status}"
+    if job.status in (jobs.FAILED, jobs.CANCELLED):
+        req.finish(FAILED, error=error)
+    elif job.status in (jobs.ABANDONED, jobs.NEEDS_ATTENTION) and req.status != NEEDS_ATTENTION:
+        req.finish(NEEDS_ATTENTION, error=error)
+    elif job.status == jobs.SUCCEEDED:
+        report = ((job.result or {}).get("steps") or {}).get("report") or {}
+        req.finish(SUCCEEDED, result=result_of(report), measured_mbps=measured_rate(req, job.finished_at))
     return req
+
+
+def result_of(report: dict) -> dict:
+    """The request's record of a finished restore: the runbook's report with
+    the kept database under ``pre_restore_database``."""
+    return {**report, "pre_restore_database": report.get("pre_restore")}
+
+
+def measured_rate(req: RestoreRequest, finished_at=None) -> float | None:
+    """MB of compressed backup restored per second, from the request's
+    start to ``finished_at`` (now by default)."""
+    if req.started_at is None:
+        return None
+    seconds = ((finished_at or timezone.now()) - req.started_at).total_seconds()
+    return (req.backup_size / 1e6) / max(seconds, 1e-3)
+
+
+def upkeep(now=None) -> dict:
+    """What the worker's periodic sweep does for restore requests: expire the
+    due ones and map the ends of jobs no reader has seen yet (each change
+    audited once)."""
+    expired = expire_due(now)
+    settled = []
+    for req in RestoreRequest.objects.filter(status__in=(APPROVED, RUNNING, NEEDS_ATTENTION), job__isnull=False,
+                                             job__finished_at__isnull=False):
+        before = req.status
+        if refresh(req).status != before:
+            settled.append(req.pk)
+    return {"expired": expired, "settled": settled}
 
 
 def waiting_for(principal) -> list[RestoreRequest]:
@@ -278,26 +376,25 @@ def dashboard_context(principal) -> dict:
 
 # --- API shape -------------------------------------------------------------------------------
 def steps_with_status(req: RestoreRequest) -> list[dict]:
-    """The plan's steps with the job's status for each (matched by step name
-    or title), after any job steps outside the plan."""
-    plan = plan_for(req)
-    job_steps = list(req.job.steps or []) if req.job_id else []
-    used = set()
+    """The plan's steps with their status from the job's runbook state
+    (``pending`` before the job runs)."""
+    state = {}
+    if req.job_id:
+        for entry in (req.job.runbook or {}).get("steps", []):
+            state[entry.get("name")] = entry
     out = []
-    for step in plan:
-        status = "pending"
-        started = finished = None
-        for i, js in enumerate(job_steps):
-            if i not in used and js.get("name") in (step["name"], step["title"]):
-                used.add(i)
-                status, started, finished = js.get("outcome", "running"), js.get("started_at"), js.get("finished_at")
-                break
-        out.append({**step, "status": status, "started_at": started, "finished_at": finished})
-    # Job steps outside the plan (the pinned-backup check) come first.
-    extra = [{"name": js.get("name"), "title": js.get("name"), "detail": "", "status": js.get("outcome"),
-              "started_at": js.get("started_at"), "finished_at": js.get("finished_at")}
-             for i, js in enumerate(job_steps) if i not in used]
-    return extra + out
+    for step in plan_for(req):
+        entry = state.get(step["name"], {})
+        out.append({**step, "status": entry.get("status", "pending"), "started_at": entry.get("started_at"),
+                    "finished_at": entry.get("finished_at"), "error": entry.get("error") or ""})
+    return out
+
+
+def report_of(job) -> dict | None:
+    """The restore's report (the runbook's report step, with the kept
+    database under ``pre_restore_database``); None until it has one."""
+    report = ((job.result or {}).get("steps") or {}).get("report") if job is not None else None
+    return result_of(report) if report else None
 
 
 def as_api(req: RestoreRequest, rate: tuple[float, str] | None = None) -> dict:
@@ -322,7 +419,7 @@ def as_api(req: RestoreRequest, rate: tuple[float, str] | None = None) -> dict:
         "job": req.job_id,
         "steps": steps_with_status(req),
         "estimate": estimate(req.backup_size, req.mode, rate),
-        "report": job.result if job is not None and job.result else None,
+        "report": report_of(job),
         "error": (job.error or None) if job is not None else None,
         "previous_database": req.previous_database or None,
         "previous_discarded": req.previous_discarded,

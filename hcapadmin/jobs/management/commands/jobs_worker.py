@@ -3,7 +3,9 @@
 An RQ ``SimpleWorker`` (jobs run in the worker process itself, no fork per
 job: a SIGKILL of the worker takes the job with it, so nothing keeps running
 unsupervised, and the Django database connection is never shared across a
-fork), plus a sweeper thread that marks jobs of dead workers ``abandoned``.
+fork), plus a sweeper thread that marks jobs of dead workers ``abandoned``
+and runs the apps' periodic upkeep (``lifecycle.register_upkeep``: expiring
+restore requests).
 SIGTERM (OpenShift stopping the pod) lets the current job finish; a second
 SIGTERM or SIGKILL stops at once, and the job is then found by the sweeper.
 """
@@ -32,7 +34,7 @@ class Sweeper(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self):
-        from hcapadmin.jobs.lifecycle import sweep
+        from hcapadmin.jobs.lifecycle import run_upkeep, sweep
 
         try:
             while True:
@@ -43,6 +45,7 @@ class Sweeper(threading.Thread):
                         logger.warning("marked abandoned: %s", ", ".join(f"#{pk}" for pk in found))
                 except Exception as exc:
                     logger.warning("sweep failed: %s", exc)
+                run_upkeep()
                 if self.stop_event.wait(self.interval):
                     break
         finally:
