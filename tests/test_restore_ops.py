@@ -578,8 +578,9 @@ def test_rerun_after_a_crash_resumes_the_load_and_the_cutover(pg, tmp_path):
 
 
 def test_the_line_filter_is_a_parameter(pg, tmp_path):
-    """The lead wires ops.backups' shared meta-command filter in here: it
-    gets the dump's lines and yields those to run; its refusal stops the load."""
+    """An optional line filter gets the dump's lines (never the roles
+    section) before ops.backups' check and yields those to run; its refusal
+    stops the load."""
     make_db(pg, "rs_filter")
     live, oid = snapshot(pg, "rs_filter"), db_props(pg, "rs_filter")["oid"]
     path = take_backup(pg, tmp_path, "rs_filter")
