@@ -325,8 +325,8 @@ class UnsafeSQL(VerifyFailed):
 # data block: a looser match (``COPY (SELECT 1) TO stdout -- FROM stdin;``) could
 # make data of what psql runs as commands.
 _IDENT = rb'(?:[a-z_][a-z0-9_$]*|"(?:[^"\n]|"")+")'
-COPY_START_RE = re.compile(rb"COPY " + _IDENT + rb"(?:\." + _IDENT + rb")? (?:\(" + _IDENT + rb"(?:, " + _IDENT
-                           + rb")*\))? FROM stdin;\r?\n?")
+COPY_START_RE = re.compile(rb"COPY (?P<table>" + _IDENT + rb"(?:\." + _IDENT + rb")?) (?:\(" + _IDENT + rb"(?:, "
+                           + _IDENT + rb")*\))? FROM stdin;\r?\n?")
 # The meta-commands pg_dump and pg_dumpall write, in the forms they write them
 # (appendPsqlMetaConnect: a plain name, or -reuse-previous=on "dbname='...'").
 # A database name holding "=" or ":" is refused: libpq would read it as a
@@ -348,7 +348,10 @@ class SafeSQLReader:
     pg_dump and pg_dumpall write.  Lines inside a ``COPY ... FROM stdin;``
     block up to its ``\\.`` line are data (rows may begin with ``\\N`` and
     other escapes) and pass unexamined, found with ``bytes.find`` so the
-    data moves at C speed; nothing is held but one chunk.
+    data moves at C speed; nothing is held but one chunk.  The rows of each
+    block are counted on the way (``copy_rows``, by the table as the COPY
+    line names it) with ``bytes.count``.  ``read_chunk`` hands out checked
+    data a chunk at a time, for a caller that feeds psql in large writes.
 
     ``restricted`` (the default) prepares a second line of defence: the
     reader draws a secret key, and a psql fed ``reader.preamble`` first
@@ -363,6 +366,9 @@ class SafeSQLReader:
     which never holds COPY data and is restored without ON_ERROR_STOP,
     every line counts as commands."""
 
+    # where a line worth a closer look (``_line``) starts; a subclass may look at more
+    interesting = _INTERESTING_RE
+
     def __init__(self, raw, *, restricted: bool = True, chunk_size: int = 1 << 20, allow_connect: bool = True):
         self._raw = raw
         # A restore into a staging database must never switch databases.
@@ -376,6 +382,9 @@ class SafeSQLReader:
         self.allow_copy = True
         self.in_copy = False
         self.lines_checked = 0
+        self.copy_rows: dict[str, int] = {}  # "schema.table" as the COPY line writes it -> data lines
+        self.copy_lines = 0  # data lines of every COPY block so far
+        self._table = ""
 
     @property
     def preamble(self) -> bytes:
@@ -399,6 +408,17 @@ class SafeSQLReader:
         end = len(self._ready) if size < 0 else min(len(self._ready), self._off + size)
         data = self._ready[self._off:end]
         self._off = end
+        return data
+
+    def read_chunk(self) -> bytes:
+        """The next checked data: whole lines, about ``chunk_size`` bytes of
+        input at a time (more when a line is longer); b"" at the end."""
+        while self._off >= len(self._ready):
+            if self._eof:
+                return b""
+            self._fill()
+        data = self._ready[self._off:] if self._off else self._ready
+        self._ready, self._off = b"", 0
         return data
 
     def __iter__(self):
@@ -430,15 +450,18 @@ class SafeSQLReader:
         pos, size = 0, len(block)
         while pos < size:
             if self.in_copy:
-                end = _copy_end(block, pos)
+                at, end = _copy_end(block, pos)
                 stop = size if end < 0 else end
+                rows = block.count(b"\n", pos, size if at < 0 else at)
+                self.copy_rows[self._table] += rows
+                self.copy_lines += rows
                 self.lines_checked += block.count(b"\n", pos, stop)
                 out.append(block[pos:stop])
                 pos = stop
                 if end >= 0:
                     self.in_copy = False
                 continue
-            match = _INTERESTING_RE.search(block, pos)
+            match = self.interesting.search(block, pos)
             if match is None:
                 self.lines_checked += block.count(b"\n", pos)
                 out.append(block[pos:])
@@ -457,8 +480,11 @@ class SafeSQLReader:
             self.allow_copy = ROLES_END_MARKER.encode() in line
             return line
         if line.startswith(b"COPY "):
-            if self.allow_copy and COPY_START_RE.fullmatch(line):
+            match = COPY_START_RE.fullmatch(line) if self.allow_copy else None
+            if match:
                 self.in_copy = True
+                self._table = match["table"].decode("utf-8", "replace")
+                self.copy_rows.setdefault(self._table, 0)
             return line
         command = line.strip()
         if RESTRICT_RE.fullmatch(command):
@@ -495,24 +521,25 @@ class SafeSQLReader:
             pos = end + 1
 
 
-def _copy_end(block: bytes, pos: int) -> int:
-    """Index just after the ``\\.`` line ending the COPY data that starts at
-    ``pos`` (a line start), or -1 if it is not in ``block``.  psql ends COPY
-    data at a line that is exactly ``\\.`` (with ``\\n`` or ``\\r\\n``)."""
+def _copy_end(block: bytes, pos: int) -> tuple[int, int]:
+    """(start, end) of the ``\\.`` line ending the COPY data that starts at
+    ``pos`` (a line start), end just after its newline; (-1, -1) if it is not
+    in ``block``.  psql ends COPY data at a line that is exactly ``\\.``
+    (with ``\\n`` or ``\\r\\n``)."""
     at = pos
     while True:
         # backslash-dot is rare inside data (a data backslash is doubled), a newline is everywhere: find the former
         at = block.find(b"\\.", at)
         if at < 0:
-            return -1
+            return -1, -1
         if (at == pos or block[at - 1] == 0x0A) and (block[at + 2:at + 3] in (b"\n", b"")
                                                     or block.startswith(b"\r\n", at + 2)):
             eol = block.find(b"\n", at)
-            return len(block) if eol < 0 else eol + 1
+            return at, (len(block) if eol < 0 else eol + 1)
         at += 2
 
 
-class _LineSource:
+class LineSource:
     """A ``read(n)`` over an iterable of byte lines (SafeSQLReader's input)."""
 
     def __init__(self, lines):
@@ -532,7 +559,7 @@ def safe_sql_lines(lines, *, allow_connect: bool = True, chunk_size: int = 1 << 
     """The lines of a plain SQL stream that psql may run, checked as
     SafeSQLReader checks a file (no restricted-mode rewriting: the caller
     runs psql in ``\\restrict`` mode itself).  Raises UnsafeSQL naming the line."""
-    return iter(SafeSQLReader(_LineSource(lines), restricted=False, chunk_size=chunk_size,
+    return iter(SafeSQLReader(LineSource(lines), restricted=False, chunk_size=chunk_size,
                               allow_connect=allow_connect))
 
 

@@ -32,11 +32,12 @@ around each step; nothing here imports Django.  See docs/restores.md.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import itertools
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -46,13 +47,14 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ops.backups import ROLES_END_MARKER, ROLES_START_MARKER, UnsafeSQL, safe_sql_lines, sha256_file, split_conninfo
+from ops.backups import (ROLES_END_MARKER, ROLES_START_MARKER, LineSource, SafeSQLReader, UnsafeSQL, sha256_file,
+                         split_conninfo)
 from ops.errors import Invalid, NotFound, OpsError
 
 Check = Callable[[], None]
@@ -411,6 +413,7 @@ class LoadResult(Timed):
     backup: str = ""
     sha256: str = ""
     roles_created: list = field(default_factory=list)
+    role_oids: dict = field(default_factory=dict)  # role created by this restore -> its OID
     roles_existing: list = field(default_factory=list)
     roles_statements_skipped: list = field(default_factory=list)
     benign_skipped: list = field(default_factory=list)
@@ -422,15 +425,74 @@ class LoadResult(Timed):
     roles_kept: list = field(default_factory=list)
 
 
-def _meta_command_filter(lines: Iterable[bytes]) -> Iterator[bytes]:
-    """The dump section's lines through ops.backups' shared check of what psql
-    may run, with ``\\connect`` refused as well: a load into staging must
-    never switch databases.  (The load also runs psql in ``\\restrict``
-    mode, which refuses a meta-command in the middle of a line.)"""
+class _LoadReader(SafeSQLReader):
+    """ops.backups' check of what psql may run, as the load needs it: the
+    dump section only (the roles section is parsed, never run), ``\\connect``
+    refused as well (a load into staging never switches databases), psql kept
+    in ``\\restrict`` mode with the reader's key (which also refuses a
+    meta-command in the middle of a line), and, found the same chunk-wise way
+    as the meta-commands: CREATE/COMMENT ON EXTENSION lines of a known-benign
+    extension this server lacks left out (``benign``), pg_dump's "dump
+    complete" line noted (``complete``), and a ``COPY ... FROM stdin;`` line
+    whose table cannot be read refused (its data would reach psql as
+    commands)."""
+
+    interesting = re.compile(
+        rb"^(?:[ \t\r\f\v]*\\|COPY |-- PostgreSQL database |CREATE EXTENSION |COMMENT ON EXTENSION )", re.M)
+
+    def __init__(self, raw, *, benign_extensions: Iterable[str], available: set, chunk_size: int):
+        super().__init__(raw, restricted=True, chunk_size=chunk_size, allow_connect=False)
+        self.benign_extensions = tuple(benign_extensions)
+        self.available = available
+        self.benign: list[str] = []
+        self.complete = False
+
+    def _line(self, line: bytes, number: int) -> bytes:
+        if line.startswith(b"-- PostgreSQL database dump"):
+            if line.rstrip(b"\r\n") == DUMP_COMPLETE_LINE.rstrip(b"\n"):
+                self.complete = True
+            return line
+        if line.startswith(b"-- "):
+            return super()._line(line, number)
+        if line.startswith((b"CREATE EXTENSION ", b"COMMENT ON EXTENSION ")):
+            match = _EXTENSION_LINE.match(line)
+            if match and line.rstrip(b"\r\n").endswith(b";"):
+                name = match[2].decode()
+                if name in self.benign_extensions and name not in self.available:
+                    self.benign.append(f"{line.decode('utf-8', 'replace').strip()[:120]} "
+                                       f"(extension {name} is not available on this server)")
+                    return b""
+            return line
+        out = super()._line(line, number)
+        if line.startswith(b"COPY ") and not self.in_copy and line.rstrip().endswith(b"FROM stdin;"):
+            raise RestoreRefused("cannot read the table name of a COPY line: " + line[:80].decode("utf-8", "replace"))
+        return out
+
+
+class _Source:
+    """``read(n)`` for the load's reader: the lines already taken from the
+    decompressor's output, then whatever it has ready (``read1``: no waiting
+    for a full chunk while psql could be fed)."""
+
+    def __init__(self, head: bytes, stream):
+        self._head = head
+        self._stream = stream
+
+    def read(self, size: int) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            return data
+        return self._stream.read1(size)
+
+
+def _grow_pipe(stream, size: int = 1 << 20) -> None:
+    """Give a pipe a larger kernel buffer (best effort: up to the system's
+    pipe-max-size), so the decompressor and psql keep working while the
+    load's thread is busy with the other end."""
     try:
-        yield from safe_sql_lines(lines, allow_connect=False)
-    except UnsafeSQL as exc:
-        raise RestoreRefused(f"the backup is not restored: {exc}") from None
+        fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (OSError, ValueError):
+        pass
 
 
 _IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
@@ -438,7 +500,6 @@ _ROLE_STATEMENT = re.compile(
     rf"^(?P<kind>CREATE ROLE|ALTER ROLE|COMMENT ON ROLE|SECURITY LABEL FOR {_IDENT} ON ROLE) (?P<role>{_IDENT})"
     rf"(?P<rest>[ ;].*)$", re.S)
 _GRANT_ROLE = re.compile(rf"^GRANT (?P<granted>{_IDENT}) TO (?P<member>{_IDENT})(?P<rest>[ ;].*)$", re.S)
-_COPY_LINE = re.compile(rb'^COPY ((?:"(?:[^"]|"")+"|[A-Za-z0-9_$]+)\.(?:"(?:[^"]|"")+"|[A-Za-z0-9_$]+))[ ]')
 _EXTENSION_LINE = re.compile(rb'^(?:CREATE EXTENSION (?:IF NOT EXISTS )?|COMMENT ON EXTENSION )("?)([A-Za-z0-9_]+)\1[ ;]')
 
 
@@ -499,37 +560,69 @@ def parse_roles_section(lines: list[bytes]) -> list[tuple[str, str, str]]:
     return parsed
 
 
-def apply_roles(conninfo: str, statements: list[tuple[str, str, str]]) -> dict:
+def apply_roles(conninfo: str, statements: list[tuple[str, str, str]], *, own: dict | None = None,
+                record: Callable[[dict], None] | None = None) -> dict:
     """Create the roles the server lacks, with the attributes, settings and
     memberships the backup gives them; leave every existing role exactly as
     it is (no ALTER ROLE, so never its password or LOGIN, and no new
-    memberships for it).  One transaction: all or nothing."""
-    created, existing, skipped = [], [], []
+    memberships for it).  One transaction: all or nothing.
+
+    ``own`` ({role: OID}) names roles an earlier, interrupted run of the same
+    restore created: a role of that name and OID is this restore's own and
+    is reused as it is (that run's transaction gave it everything).
+    ``record`` receives {role: OID} of every role of this restore once they
+    are created and before the transaction commits, so that a caller can
+    persist them first: if the process dies after the commit, undo still
+    knows exactly which roles to drop, and a role made later by someone else
+    under the same name has another OID."""
+    created, existing, skipped, reused = [], [], [], []
+    own = {str(k): int(v) for k, v in (own or {}).items()}
+    oids: dict[str, int] = {}
     with psycopg.connect(with_dbname(conninfo, MAINTENANCE_DB), connect_timeout=10) as conn:
         with conn.transaction():
-            present = {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+            present = {r[0]: int(r[1]) for r in conn.execute("SELECT rolname, oid FROM pg_roles").fetchall()}
             for kind, role, statement in statements:
                 if kind == "create":
+                    if role in oids:
+                        continue
+                    if role in present and own.get(role) == present[role]:
+                        reused.append(role)
+                        created.append(role)
+                        oids[role] = present[role]
+                        continue
                     if role in present:
                         if role not in existing:
                             existing.append(role)
                         continue
                     conn.execute(statement)
-                    present.add(role)
+                    oids[role] = int(conn.execute("SELECT oid FROM pg_roles WHERE rolname = %s",
+                                                  (role,)).fetchone()[0])
+                    present[role] = oids[role]
                     created.append(role)
+                elif role in reused:
+                    continue
                 elif role in created:
                     conn.execute(statement)
                 else:
                     skipped.append(statement[:200])
-    return {"created": created, "existing": existing, "skipped": skipped}
+            if record is not None and oids:
+                record(dict(oids))
+    return {"created": created, "existing": existing, "skipped": skipped, "reused": reused, "oids": oids}
 
 
-def _drop_roles(conn, roles: list[str]) -> tuple[list[str], list[str]]:
+def _drop_roles(conn, roles: list[str], oids: dict | None = None) -> tuple[list[str], list[str]]:
     """Drop roles a load created; one that something now depends on (DROP
-    ROLE checks every database) is kept.  Returns (dropped, kept with why)."""
+    ROLE checks every database) is kept.  With ``oids`` ({role: OID}) a role
+    is dropped only while its name still has the OID the load gave it.
+    Returns (dropped, kept with why)."""
     dropped, kept = [], []
+    oids = oids or {}
     for role in reversed(roles):
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+        row = conn.execute("SELECT oid FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        if row is None:
+            continue
+        if role in oids and int(oids[role]) != int(row[0]):
+            kept.append(f"{role}: not the role this restore created (another role took its name)")
             continue
         try:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
@@ -570,16 +663,12 @@ def _error_lines(text: str) -> list[str]:
 
 class _Stream:
     """State shared by the threads of one load: the feeder (file -> sha256
-    -> decompressor) and the pump (decompressed lines -> filter -> counts ->
-    psql)."""
+    -> decompressor) and the pump (decompressed chunks -> checks and counts
+    -> psql)."""
 
     def __init__(self):
         self.sha = hashlib.sha256()
         self.error: BaseException | None = None
-        self.copy_rows: dict[str, int] = {}
-        self.benign: list[str] = []
-        self.complete = False
-        self.in_copy = False
         self.bytes = 0
 
 
@@ -590,9 +679,15 @@ class LoadStaging:
     hashes it (the load is refused unless it is byte for byte the approved
     file) and feeds the decompressor (pigz -dc, else gunzip -c).  The roles
     section is read first and applied by ``apply_roles`` on the cluster,
-    never inside the load.  The database dump then goes line by line through
-    ``line_filter`` and a COPY-block counter into ``psql -X -v
-    ON_ERROR_STOP=1`` in \\restrict mode, after ``BEGIN``; ``COMMIT`` is sent
+    never inside the load.  The database dump then goes through ``_LoadReader``
+    (ops.backups' meta-command check, which also counts each COPY block's
+    rows) into ``psql -X -v ON_ERROR_STOP=1`` in \\restrict mode, after
+    ``BEGIN``, in chunks of whole lines as large as the decompressor has
+    ready (up to ``chunk_size``): every byte is looked at by C code
+    (``bytes.find``, ``bytes.count``, one regular expression), and only the
+    few lines worth a closer look (meta-commands, COPY, extension lines,
+    pg_dump's comments) by Python, so psql is never kept waiting.
+    ``COMMIT`` is sent
     only once the file was read to its end with the approved checksum, the
     decompressor succeeded and pg_dump's "dump complete" line was seen.  So a
     truncated, corrupt or cancelled load leaves nothing behind (psql ends an
@@ -605,13 +700,26 @@ class LoadStaging:
     load and returns it instead of loading twice.  Pass ``stamp`` from the
     job's parameters so that a rerun after a crash finds its own staging.
 
+    Roles: ``record_roles`` receives {role: OID} of the roles this load
+    creates before they are committed (persist it: a worker killed later
+    leaves them behind otherwise), and ``own_roles`` passes such a record
+    back on a rerun, so the roles an interrupted run made are reused and
+    stay listed as this restore's, never mistaken for pre-existing ones.
+
+    ``line_filter`` (optional) sees the dump's lines before the check and
+    yields those to run (slower: a Python step per line).
+    ``after_copy_data`` is called once, from the pump thread, after the
+    first chunk holding COPY data was written to psql.
+
     ``check`` is called every few hundred milliseconds and before COMMIT;
     when it raises, the child processes (their own process group) are
     killed, staging is dropped and the exception propagates."""
 
     def __init__(self, conninfo: str, path: str, target: str, *, sha256: str, stamp: str | None = None,
-                 check: Check | None = None, log: Log | None = None, line_filter: LineFilter = _meta_command_filter,
-                 benign_extensions: Iterable[str] = BENIGN_MISSING_EXTENSIONS):
+                 check: Check | None = None, log: Log | None = None, line_filter: LineFilter | None = None,
+                 benign_extensions: Iterable[str] = BENIGN_MISSING_EXTENSIONS, own_roles: dict | None = None,
+                 record_roles: Callable[[dict], None] | None = None,
+                 after_copy_data: Callable[[], None] | None = None, chunk_size: int = 1 << 20):
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise Invalid("no backup file given")
         self.conninfo = conninfo
@@ -626,6 +734,10 @@ class LoadStaging:
         self.log = log or (lambda line: None)
         self.line_filter = line_filter
         self.benign_extensions = tuple(benign_extensions)
+        self.own_roles = dict(own_roles or {})
+        self.record_roles = record_roles
+        self.after_copy_data = after_copy_data
+        self.chunk_size = chunk_size
 
     # -- run ----------------------------------------------------------------------
     def run(self) -> LoadResult:
@@ -647,12 +759,13 @@ class LoadStaging:
             available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
             staging_oid = _db(conn, self.staging)["oid"]
         self._roles_created: list[str] = []
+        self._role_oids: dict[str, int] = {}
         try:
             result = self._load(staging_oid, available)
         except BaseException:
             with _admin(self.conninfo) as conn:
                 _drop(conn, self.staging)
-                _drop_roles(conn, self._roles_created)
+                _drop_roles(conn, self._roles_created, self._role_oids)
             self.log(f"Dropped {self.staging}" + (f" and the roles it created ({', '.join(self._roles_created)})"
                                                    if self._roles_created else ""))
             raise
@@ -694,7 +807,6 @@ class LoadStaging:
 
     def _load(self, staging_oid: int, available: set) -> LoadResult:
         safe_conninfo, env, _ = split_conninfo(with_dbname(self.conninfo, self.staging))
-        key = secrets.token_hex(16)
         state = _Stream()
         err = tempfile.TemporaryFile()
         procs: list = []
@@ -709,21 +821,37 @@ class LoadStaging:
             decomp = subprocess.Popen(self._decompressor_argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, process_group=pgid, bufsize=1 << 20)
             procs.append(decomp)
+            _grow_pipe(psql.stdin)
+            _grow_pipe(decomp.stdout)
             feeder = threading.Thread(target=self._feed, args=(decomp, state), daemon=True)
             feeder.start()
             threads.append(feeder)
             # the roles section, then the rest of the stream
             pending, roles = self._read_roles(decomp.stdout)
             self.check()
-            role_result = {"created": [], "existing": [], "skipped": []}
+            role_result = {"created": [], "existing": [], "skipped": [], "reused": [], "oids": {}}
             if roles is not None:
-                role_result = apply_roles(self.conninfo, parse_roles_section(roles))
-                self._roles_created = list(role_result["created"])
-                self.log(f"Roles: {len(role_result['created'])} created, "
-                         f"{len(role_result['existing'])} already present and left untouched")
-            psql.stdin.write(f"\\restrict {key}\nBEGIN;\n".encode())
-            pump = threading.Thread(target=self._pump, args=(pending, decomp.stdout, psql.stdin, state, available),
-                                    daemon=True)
+                def record(oids):
+                    # what to drop if anything below fails, known before the roles are committed
+                    self._roles_created, self._role_oids = list(oids), dict(oids)
+                    if self.record_roles is not None:
+                        self.record_roles(dict(oids))
+
+                role_result = apply_roles(self.conninfo, parse_roles_section(roles), own=self.own_roles,
+                                          record=record)
+                self._roles_created, self._role_oids = list(role_result["created"]), dict(role_result["oids"])
+                reused = role_result["reused"]
+                self.log(f"Roles: {len(role_result['created']) - len(reused)} created, "
+                         + (f"{len(reused)} created by an earlier run of this restore reused, " if reused else "")
+                         + f"{len(role_result['existing'])} already present and left untouched")
+            if self.line_filter is not None:
+                source = LineSource(self.line_filter(itertools.chain(pending, decomp.stdout)))
+            else:
+                source = _Source(b"".join(pending), decomp.stdout)
+            reader = _LoadReader(source, benign_extensions=self.benign_extensions, available=available,
+                                 chunk_size=self.chunk_size)
+            psql.stdin.write(reader.preamble + b"BEGIN;\n")
+            pump = threading.Thread(target=self._pump, args=(reader, psql.stdin, state), daemon=True)
             pump.start()
             threads.append(pump)
             last_log = time.monotonic()
@@ -749,16 +877,18 @@ class LoadStaging:
                                     f"({decomp_err.splitlines()[-1] if decomp_err else f'exit {decomp_rc}'})")
             if state.sha.hexdigest() != self.sha256:
                 raise RestoreFailed("the file read during the load does not have the approved sha256; nothing loaded")
-            if state.in_copy or not state.complete:
+            if reader.in_copy or not reader.complete:
                 raise RestoreFailed("the file ends before pg_dump's 'dump complete' line: it is truncated")
             result = LoadResult(target=self.target, staging=self.staging, staging_oid=staging_oid, stamp=self.stamp,
                                 backup=Path(self.path).name, sha256=self.sha256,
-                                roles_created=role_result["created"], roles_existing=role_result["existing"],
-                                roles_statements_skipped=role_result["skipped"], benign_skipped=state.benign,
-                                copy_rows=state.copy_rows, sql_bytes=state.bytes)
+                                roles_created=role_result["created"], role_oids=role_result["oids"],
+                                roles_existing=role_result["existing"],
+                                roles_statements_skipped=role_result["skipped"], benign_skipped=reader.benign,
+                                copy_rows=reader.copy_rows, sql_bytes=state.bytes)
             marker = json.dumps({MARKER_KEY: {k: v for k, v in asdict(result).items()
                                               if k in ("target", "staging", "stamp", "backup", "sha256",
-                                                       "roles_created", "roles_existing", "benign_skipped",
+                                                       "roles_created", "role_oids", "roles_existing",
+                                                       "benign_skipped",
                                                        "copy_rows", "sql_bytes")}},
                                 separators=(",", ":"))
             self.check()  # the last moment a cancel still leaves nothing behind
@@ -773,9 +903,9 @@ class LoadStaging:
                     self.check()
             if rc != 0:
                 raise RestoreFailed(f"loading the dump stopped: {self._psql_error(psql, err)}")
-            self.log(f"Loaded {state.bytes / 1e6:,.1f} MB of SQL, {len(state.copy_rows)} tables, "
-                     f"{sum(state.copy_rows.values()):,} rows")
-            for item in state.benign:
+            self.log(f"Loaded {state.bytes / 1e6:,.1f} MB of SQL, {len(reader.copy_rows)} tables, "
+                     f"{sum(reader.copy_rows.values()):,} rows")
+            for item in reader.benign:
                 self.log(f"  skipped (known benign): {item}")
             return result
         finally:
@@ -837,61 +967,23 @@ class LoadStaging:
                 raise RestoreRefused("the roles section is larger than 16 MB: not a pg_dumpall --roles-only output")
         raise RestoreFailed("the file ends inside the roles section: it is truncated or corrupt")
 
-    def _pump(self, pending: list[bytes], stream, out, state: _Stream, available: set) -> None:
-        benign = self.benign_extensions
+    def _pump(self, reader: _LoadReader, out, state: _Stream) -> None:
+        """Checked chunks from ``reader`` to psql's stdin, as they come."""
+        hook = self.after_copy_data
         try:
-            def lines():
-                yield from pending
-                yield from stream
-
-            buf: list[bytes] = []
-            size = 0
-            rows = 0
-            table = ""
-            in_copy = False
-            for line in self.line_filter(lines()):
-                if in_copy:
-                    if line == b"\\.\n":
-                        in_copy = False
-                        state.copy_rows[table] = state.copy_rows.get(table, 0) + rows
-                    else:
-                        rows += 1
-                elif line.startswith(b"\\"):
-                    command = line.split(None, 1)[0]
-                    if command in (b"\\restrict", b"\\unrestrict"):
-                        continue  # the load runs under its own \restrict key
-                    raise RestoreRefused(f"the backup contains {command[:20].decode('ascii', 'replace')} outside "
-                                         "COPY data; a restore into staging does not follow it")
-                elif line.startswith(b"COPY "):
-                    if line.rstrip().endswith(b"FROM stdin;"):
-                        match = _COPY_LINE.match(line)
-                        if match is None:
-                            raise RestoreRefused("cannot read the table name of a COPY line: "
-                                                 + line[:80].decode("utf-8", "replace"))
-                        in_copy = True
-                        rows = 0
-                        table = match[1].decode("utf-8", "replace")
-                elif line.startswith((b"CREATE EXTENSION ", b"COMMENT ON EXTENSION ")):
-                    match = _EXTENSION_LINE.match(line)
-                    if match and line.endswith(b";\n"):
-                        name = match[2].decode()
-                        if name in benign and name not in available:
-                            state.benign.append(f"{line.decode('utf-8', 'replace').strip()[:120]} "
-                                                f"(extension {name} is not available on this server)")
-                            continue
-                elif line == DUMP_COMPLETE_LINE:
-                    state.complete = True
-                buf.append(line)
-                size += len(line)
-                if size >= 1 << 18:
-                    out.write(b"".join(buf))
-                    state.bytes += size
-                    buf, size = [], 0
-            if buf:
-                out.write(b"".join(buf))
-                state.bytes += size
+            while True:
+                chunk = reader.read_chunk()
+                if not chunk:
+                    break
+                out.write(chunk)
+                state.bytes += len(chunk)
+                if hook is not None and reader.copy_lines:
+                    out.flush()
+                    called, hook = hook, None
+                    called()
             out.flush()
-            state.in_copy = in_copy
+        except UnsafeSQL as exc:
+            state.error = RestoreRefused(f"the backup is not restored: {exc}")
         except BaseException as exc:  # reported by the main thread
             state.error = exc
 
@@ -909,8 +1001,12 @@ class LoadStaging:
     def undo(self, result) -> LoadResult:
         """Drop staging (found by OID, so never a database that took its name)
         and the roles this load created, unless something now depends on them
-        (DROP ROLE refuses then; such roles are kept and listed)."""
+        (DROP ROLE refuses then; such roles are kept and listed).  The roles
+        are ``roles_created`` and those of ``role_oids`` (all a load that
+        never finished may have recorded), each dropped only while its name
+        still has the recorded OID."""
         result = _as(LoadResult, result)
+        roles = list(result.roles_created) + [r for r in result.role_oids if r not in result.roles_created]
         with _admin(self.conninfo) as conn:
             name = _name_of(conn, result.staging_oid) if result.staging_oid else None
             if name is not None:
@@ -918,7 +1014,9 @@ class LoadStaging:
                     raise RestoreFailed(f"the staging database is now named {name}: undo the cutover first")
                 _drop(conn, name)
                 self.log(f"Dropped {name}")
-            dropped, kept = _drop_roles(conn, result.roles_created)
+            dropped, kept = _drop_roles(conn, roles, result.role_oids)
+            if dropped:
+                self.log(f"Dropped the roles this restore created: {', '.join(dropped)}")
         result.undone = True
         result.roles_dropped = sorted(set(result.roles_dropped) | set(dropped))
         result.roles_kept = kept

@@ -578,8 +578,9 @@ def test_rerun_after_a_crash_resumes_the_load_and_the_cutover(pg, tmp_path):
 
 
 def test_the_line_filter_is_a_parameter(pg, tmp_path):
-    """The lead wires ops.backups' shared meta-command filter in here: it
-    gets the dump's lines and yields those to run; its refusal stops the load."""
+    """An optional line filter gets the dump's lines (never the roles
+    section) before ops.backups' check and yields those to run; its refusal
+    stops the load."""
     make_db(pg, "rs_filter")
     live, oid = snapshot(pg, "rs_filter"), db_props(pg, "rs_filter")["oid"]
     path = take_backup(pg, tmp_path, "rs_filter")
@@ -602,3 +603,148 @@ def test_the_line_filter_is_a_parameter(pg, tmp_path):
         restore.LoadStaging(ci(pg), None, "rs_filter", sha256=sha)
     with pytest.raises(Invalid):
         restore.preflight(ci(pg), "", expected_size=size, expected_sha256=sha, target="rs_filter")
+
+
+# --- the load's chunk-wise check -----------------------------------------------------------
+# A dump section with everything the chunk-wise check must find wherever a chunk
+# boundary falls: psql's own \restrict lines (blanked), a Patroni-only extension
+# (left out), COPY data whose lines begin with backslashes (data, never commands:
+# only a line that is exactly \. ends the block), a CRLF block, and pg_dump's
+# closing line.
+CHUNK_DUMP = (b"-- PostgreSQL database dump\n"
+              b"SET row_security = off;\n"
+              b"\\restrict k3y\n"
+              b"CREATE EXTENSION IF NOT EXISTS pg_stat_kcache WITH SCHEMA public;\n"
+              b"COMMENT ON EXTENSION pg_stat_kcache IS 'Kernel statistics gathering';\n"
+              b"CREATE EXTENSION IF NOT EXISTS plpgsql WITH SCHEMA pg_catalog;\n"
+              b"COPY public.t (a, b) FROM stdin;\n"
+              b"1\t\\N\n"
+              b"\\\\.\n"
+              b"\\! not a command\n"
+              b"\\.x\n"
+              b"\\.\n"
+              b"COPY public.\"Mixed Case\" (v) FROM stdin;\r\n"
+              b"a\r\n"
+              b"\\.\r\n"
+              b"SELECT 1;\r\n"
+              b"\\unrestrict k3y\n"
+              b"-- PostgreSQL database dump complete\n")
+
+
+def chunk_reader(data: bytes, chunk_size: int):
+    import io
+
+    return restore._LoadReader(io.BytesIO(data), benign_extensions=restore.BENIGN_MISSING_EXTENSIONS,
+                               available={"plpgsql"}, chunk_size=chunk_size)
+
+
+def read_all(reader) -> bytes:
+    return b"".join(iter(reader.read_chunk, b""))
+
+
+def test_the_chunk_wise_check_gives_the_same_result_wherever_a_chunk_ends():
+    expected = (CHUNK_DUMP.replace(b"\\restrict k3y\n", b"\n").replace(b"\\unrestrict k3y\n", b"\n")
+                .replace(b"CREATE EXTENSION IF NOT EXISTS pg_stat_kcache WITH SCHEMA public;\n", b"")
+                .replace(b"COMMENT ON EXTENSION pg_stat_kcache IS 'Kernel statistics gathering';\n", b""))
+    for chunk_size in range(1, len(CHUNK_DUMP) + 2):
+        reader = chunk_reader(CHUNK_DUMP, chunk_size)
+        assert read_all(reader) == expected, chunk_size
+        assert reader.copy_rows == {"public.t": 4, 'public."Mixed Case"': 1}, chunk_size
+        assert reader.complete and not reader.in_copy and len(reader.benign) == 2, chunk_size
+        assert reader.preamble.startswith(b"\\restrict ") and b"k3y" not in reader.preamble
+    # a dump that stops inside COPY data is seen as unfinished, however it is cut
+    cut = CHUNK_DUMP[:CHUNK_DUMP.index(b"\\.x\n")]
+    for chunk_size in range(1, len(cut) + 2):
+        reader = chunk_reader(cut, chunk_size)
+        read_all(reader)
+        assert reader.in_copy and not reader.complete and reader.copy_rows == {"public.t": 3}
+
+
+@pytest.mark.parametrize("after,bad", [
+    (b"SET row_security = off;\n", b"\\! touch /tmp/x\n"),
+    (b"SET row_security = off;\n", b"  \\o /tmp/out\n"),
+    (b"SET row_security = off;\n", b"\\connect postgres\n"),
+    (b"\\.x\n\\.\n", b"\\! touch /tmp/x\n"),            # right after a COPY block ended with \.
+    (b"a\r\n\\.\r\n", b"\\copy t from '/etc/passwd'\r\n"),  # after a CRLF block
+    (b"SELECT 1;\r\n", b"\\gexec\r\n"),
+])
+def test_a_meta_command_is_refused_wherever_a_chunk_ends(after, bad):
+    at = CHUNK_DUMP.index(after) + len(after)
+    data = CHUNK_DUMP[:at] + bad + CHUNK_DUMP[at:]
+    line = CHUNK_DUMP[:at].count(b"\n") + 1
+    for chunk_size in range(1, len(data) + 2):
+        reader = chunk_reader(data, chunk_size)
+        with pytest.raises(backups.UnsafeSQL, match=f"^line {line}: psql meta-command"):
+            read_all(reader)
+
+
+def test_a_copy_line_whose_table_cannot_be_read_is_refused():
+    data = CHUNK_DUMP.replace(b"COPY public.t (a, b) FROM stdin;\n", b"COPY public.T (a) FROM stdin;\n")
+    with pytest.raises(restore.RestoreRefused, match="cannot read the table name"):
+        read_all(chunk_reader(data, 64))
+
+
+def test_a_load_in_tiny_chunks_equals_the_backup(pg, tmp_path):
+    make_db(pg, "rs_chunks")
+    backed_up = snapshot(pg, "rs_chunks")
+    path = take_backup(pg, tmp_path, "rs_chunks")
+    size, sha = approve(path)
+    step = restore.LoadStaging(ci(pg), path, "rs_chunks", sha256=sha, stamp="20261124130000", chunk_size=7)
+    load = step.run()
+    assert load.copy_rows == {"public.applicants": 500, "public.sites": 20, 'public."Mixed Case"': 3,
+                              "public.empty_one": 0}
+    restore.check_staging(ci(pg), load)
+    assert snapshot(pg, "rs_chunks_restore_20261124130000") == backed_up
+    step.undo(load)
+    assert not exists(pg, "rs_chunks_restore_20261124130000")
+
+
+# --- the roles of a load that did not finish -------------------------------------------------
+def role_oid(pg, name):
+    out = pg.psql(f"SELECT oid FROM pg_roles WHERE rolname = '{name}'").strip()
+    return int(out) if out else None
+
+
+def test_roles_recorded_before_commit_are_reused_by_a_rerun_and_only_they_are_dropped(pg, tmp_path):
+    role = "rs_own_role"
+    make_db(pg, "rs_own")
+    pg.psql(f"DROP ROLE IF EXISTS {role}")
+    pg.psql(f"CREATE ROLE {role} NOLOGIN")
+    path = take_backup(pg, tmp_path, "rs_own")
+    pg.psql(f"DROP ROLE {role}")
+    size, sha = approve(path)
+    stamp = "20261124140000"
+    statements = [("create", role, f"CREATE ROLE {role};")]
+    try:
+        # a run whose worker died after its roles were committed: what it recorded before the commit
+        recorded = []
+        first = restore.apply_roles(ci(pg), statements, record=recorded.append)
+        oid = role_oid(pg, role)
+        assert recorded == [{role: oid}] and first["created"] == [role]
+        # the rerun, given that record, knows the role as this restore's own
+        step = restore.LoadStaging(ci(pg), path, "rs_own", sha256=sha, stamp=stamp, own_roles=recorded[0],
+                                   record_roles=recorded.append)
+        load = step.run()
+        assert load.roles_created == [role] and load.role_oids == {role: oid} and role not in load.roles_existing
+        assert recorded[-1] == {role: oid}
+        step.undo(load)
+        assert role_oid(pg, role) is None
+        # a load that never finished: undo drops what it recorded
+        restore.apply_roles(ci(pg), statements, record=recorded.append)
+        undone = step.undo({"target": "rs_own", "staging": f"rs_own_restore_{stamp}", "staging_oid": 0,
+                            "role_oids": recorded[-1]})
+        assert undone.roles_dropped == [role] and role_oid(pg, role) is None
+        # a role of the same name made by someone else afterwards is neither reused nor dropped
+        restore.apply_roles(ci(pg), statements, record=recorded.append)
+        pg.psql(f"DROP ROLE {role}")
+        pg.psql(f"CREATE ROLE {role} NOLOGIN")
+        theirs = role_oid(pg, role)
+        undone = step.undo({"target": "rs_own", "staging": f"rs_own_restore_{stamp}", "staging_oid": 0,
+                            "role_oids": recorded[-1]})
+        assert undone.roles_dropped == [] and role_oid(pg, role) == theirs
+        again = restore.LoadStaging(ci(pg), path, "rs_own", sha256=sha, stamp=stamp, own_roles=recorded[-1]).run()
+        assert again.roles_created == [] and role in again.roles_existing
+        step.undo(again)
+        assert role_oid(pg, role) == theirs
+    finally:
+        pg.psql(f"DROP ROLE IF EXISTS {role}")

@@ -337,6 +337,55 @@ def test_a_killed_worker_whose_job_is_rolled_back_leaves_the_old_data(scene, set
         roll_back(job, request=admin_request("carol"))
 
 
+BACKUP_ONLY_ROLE = "rbk_backup_only_role"
+
+
+def role_oid(pg, name):
+    out = pg.psql(f"SELECT oid FROM pg_roles WHERE rolname = '{name}'").strip()
+    return int(out) if out else None
+
+
+@pytest.mark.parametrize("then", ["roll_back", "resume"])
+def test_a_role_a_killed_load_created_is_dropped_by_roll_back_and_reused_by_resume(scene, settings, pg, then):
+    """The backup has a role the server lacks: the load creates it (committed
+    before the data) and records it before the commit, so after the worker is
+    killed mid-load a roll back drops it and a resume keeps it as this
+    restore's own; the roles that existed before stay."""
+    stamp = "20261125083000"
+    pg.psql(f"DROP ROLE IF EXISTS {BACKUP_ONLY_ROLE}")
+    pg.psql(f"CREATE ROLE {BACKUP_ONLY_ROLE} NOLOGIN")
+    try:
+        s = scene(f"rbk_roles_{then}")
+        pg.psql(f"DROP ROLE {BACKUP_ONLY_ROLE}")
+        job = s.submit(s.params(stamp=stamp, hold="load"))
+        worker = s.worker()
+        wait_for(s.entered, 120, "the load to hold after COPY data reached psql")
+        oid = role_oid(pg, BACKUP_ONLY_ROLE)
+        assert oid and data(job, "load")["role_oids"] == {BACKUP_ONLY_ROLE: oid}
+        s.kill_and_sweep(job, worker, settings)
+        if then == "roll_back":
+            assert roll_back(job, request=admin_request("carol")) == "queued"
+            s.worker()
+            job = s.finished(job)
+            assert job.status == "cancelled", job.error
+            s.assert_old(stamp)
+            assert role_oid(pg, BACKUP_ONLY_ROLE) is None
+            assert data(job, "load")["roles_dropped"] == [BACKUP_ONLY_ROLE]
+        else:
+            assert resume(job, request=admin_request("carol")) == "queued"
+            s.release()
+            s.worker()
+            job = s.finished(job)
+            assert job.status == "succeeded", job.error
+            s.assert_restored(stamp)
+            load = data(job, "load")
+            assert load["roles_created"] == [BACKUP_ONLY_ROLE] and load["role_oids"] == {BACKUP_ONLY_ROLE: oid}
+            assert role_oid(pg, BACKUP_ONLY_ROLE) == oid
+        assert role_oid(pg, OWNER) and role_oid(pg, "rs_reader")
+    finally:
+        pg.psql(f"DROP ROLE IF EXISTS {BACKUP_ONLY_ROLE}")
+
+
 # --- the lock and Redis ------------------------------------------------------------------
 def test_a_lost_lock_stops_the_job_at_a_safe_point_with_the_target_intact(scene):
     stamp = "20261125100000"

@@ -30,7 +30,8 @@ Test hooks: with HCAPADMIN_TESTING on, a ``_hold`` parameter
 point until the Redis key ``<prefix>:release`` exists, after setting
 ``<prefix>:entered``, so that tests can kill the worker or break something at
 an exact moment without sleeping.  Points: ``before:<step>``, ``load`` (in
-the middle of the load, after the first COPY data line was sent to psql),
+the middle of the load, after the first chunk holding COPY data was sent to
+psql, before COMMIT),
 ``cutover`` (after each rename of the cut-over: between its two renames,
 and on a rerun that finishes a half-done swap, before connections are
 allowed again).  Outside tests the
@@ -140,25 +141,12 @@ def _hold(sctx, params, point: str, *, in_thread: bool = False) -> None:
 
 
 def _held_filter(sctx, params):
-    """The load's line filter: ops.restore's own, unchanged (no per-line cost)
-    unless a test asks to hold at ``load``, then wrapped to hold once at the
-    first COPY data line."""
+    """The load's hook after the first chunk of COPY data reached psql: None
+    (nothing to call) unless a test asks to hold at ``load``."""
     spec = params.get("_hold")
     if not spec or not getattr(settings, "TESTING", False) or spec.get("at") != "load":
-        return restore._meta_command_filter
-
-    def line_filter(lines):
-        held = False
-        in_copy = False
-        for line in restore._meta_command_filter(lines):
-            if in_copy and not held:
-                held = True
-                _hold(sctx, params, "load", in_thread=True)
-            if line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
-                in_copy = True
-            yield line
-
-    return line_filter
+        return None
+    return lambda: _hold(sctx, params, "load", in_thread=True)
 
 
 class _Cutover(restore.Cutover):
@@ -258,9 +246,17 @@ def run_load(sctx, params):
     _hold(sctx, params, "before:load")
     staging = restore.staging_name(params["target"], params["stamp"])
     sctx.record(staging=staging)  # before it exists, so an undo after a crash looks for it
+    # roles an earlier run of this step created (its worker died): this restore's own, reused
+    own = dict(sctx.data.get("role_oids") or {})
+
+    def record_roles(oids):
+        # saved before the roles are committed, so an undo after a crash drops exactly these
+        sctx.record(role_oids={**own, **oids})
+
     load = restore.LoadStaging(conninfo, params["path"], params["target"], sha256=params["sha256"],
                                stamp=params["stamp"], check=sctx.check_cancelled, log=sctx.log,
-                               line_filter=_held_filter(sctx, params))
+                               own_roles=own, record_roles=record_roles,
+                               after_copy_data=_held_filter(sctx, params))
     return load.run().as_dict()
 
 
@@ -270,14 +266,15 @@ def undo_load(sctx, params):
     staging = data.get("staging") or restore.staging_name(params["target"], params["stamp"])
     if not data.get("staging_oid"):
         # the load never finished (it failed, was cancelled or its worker died):
-        # drop a staging database left under its name, if any
+        # drop a staging database left under its name, if any, and the roles it recorded
         with psycopg.connect(restore.with_dbname(conninfo, restore.MAINTENANCE_DB), autocommit=True,
                              connect_timeout=10) as conn:
             row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (staging,)).fetchone()
+        data.update(target=params["target"], staging=staging, staging_oid=int(row[0]) if row else 0)
         if row is None:
-            sctx.log(f"{staging} does not exist: nothing to drop")
-            return
-        data.update(target=params["target"], staging=staging, staging_oid=int(row[0]))
+            sctx.log(f"{staging} does not exist")
+            if not data.get("role_oids"):
+                return
     done = restore.LoadStaging(conninfo, params["path"], params["target"], sha256=params["sha256"],
                                stamp=params["stamp"], log=sctx.log).undo(data)
     sctx.record(undone=True, roles_dropped=done.roles_dropped, roles_kept=done.roles_kept)
@@ -346,7 +343,7 @@ STEPS = runbook_kind("restore.local", title="Restore database", advice=(
          ".sql.gz.in_progress file can be deleted)."),
     Step("load", "Load the backup into a staging database", run=run_load, undo=undo_load, timeout=6 * 3600,
          cancellable=True, manual="DROP DATABASE <staging> WITH (FORCE) (its name is in this step's data) and "
-         "DROP ROLE each role listed in roles_created."),
+         "DROP ROLE each role listed in role_oids (recorded before they were created), if it still has that OID."),
     Step("check", "Check the staging database against the backup", run=run_check, timeout=3600,
          manual="Nothing to undo: the check only gives staging the target's owner, privileges and settings."),
     Step("cutover", "Swap the staging database in (the only interruption)", run=run_cutover, undo=undo_cutover,
