@@ -44,6 +44,8 @@ from ops.errors import Conflict, Forbidden, Invalid, NotFound, OpsError, Timeout
 FIELD_MANAGER = "hcapadmin"
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 PARAM_VALUE_MAX = 4096
+OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 REDACTED = "(secret value, not shown)"
 
 # kind -> (plural, namespaced); the apiVersion comes from the object itself.
@@ -248,6 +250,10 @@ def object_path(obj: dict, namespace: str, name: str | None = None) -> str:
     api_version = str(obj.get("apiVersion") or "")
     if not re.match(r"^([a-z0-9.-]+/)?v[0-9a-z]+$", api_version):
         raise Invalid(f"{kind}: bad apiVersion {api_version!r}")
+    if name is not None and (len(name) > 253 or not OBJECT_NAME.match(name)):
+        raise Invalid(f"{kind} name {name[:80]!r} is not a valid object name (lower case letters, digits, '-' and '.')")
+    if not NAMESPACE_NAME.match(namespace or ""):
+        raise Invalid(f"{namespace[:80]!r} is not a valid namespace name")
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     path = f"{base}/namespaces/{quote(namespace, safe='')}/{plural}"
     return path + (f"/{quote(name, safe='')}" if name else "")
