@@ -221,7 +221,7 @@ class Kube:
         try:
             answer = json.loads(raw or b"{}")
         except ValueError:
-            answer = {"message": raw[:200].decode("utf-8", "replace")}
+            answer = {"message": raw[-65536:].decode("utf-8", "replace")}
         return response.status, answer if isinstance(answer, dict) else {"items": answer}
 
 
@@ -558,3 +558,120 @@ def wait_for(what: str, done, *, timeout: float, check=None, poll: float = 1.0):
         if time.monotonic() > give_up:
             raise Timeout(f"{what} did not happen within {timeout:g}s")
         time.sleep(poll)
+
+
+# -- server rollout ------------------------------------------------------------------------------
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def rollout_plan(kube: Kube, namespace: str, name: str) -> dict:
+    """What rolling out ``name`` would do: the DeploymentConfig's next
+    revision (``instantiate``), else a Deployment's restart."""
+    dc_path = f"/apis/apps.openshift.io/v1/namespaces/{quote(namespace, safe='')}/deploymentconfigs/{quote(name, safe='')}"
+    status, dc = kube.request("GET", dc_path)
+    if status == 200:
+        revision = int((dc.get("status") or {}).get("latestVersion") or 0)
+        containers = (((dc.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+        return {"kind": "DeploymentConfig", "api_version": "apps.openshift.io/v1", "name": name, "namespace": namespace,
+                "action": "rollout", "resource_version": dc["metadata"].get("resourceVersion"),
+                "revision": revision, "next_revision": revision + 1,
+                "replicas": int((dc.get("spec") or {}).get("replicas") or 0),
+                "images": [c.get("image") for c in containers], "diff": [], "warnings": [], "conflicts": [],
+                "object": {"apiVersion": "apps.openshift.io/v1", "kind": "DeploymentConfig", "metadata": {"name": name}}}
+    if status not in (404,):
+        _refuse(status, dc, f"reading DeploymentConfig {name}")
+    d_path = f"/apis/apps/v1/namespaces/{quote(namespace, safe='')}/deployments/{quote(name, safe='')}"
+    status, dep = kube.request("GET", d_path)
+    if status != 200:
+        _refuse(status, dep, f"reading Deployment {name}")
+    containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    revision = int(((dep.get("metadata") or {}).get("annotations") or {}).get(
+        "deployment.kubernetes.io/revision") or 0)
+    return {"kind": "Deployment", "api_version": "apps/v1", "name": name, "namespace": namespace, "action": "rollout",
+            "resource_version": dep["metadata"].get("resourceVersion"), "revision": revision,
+            "next_revision": revision + 1, "replicas": int((dep.get("spec") or {}).get("replicas") or 0),
+            "images": [c.get("image") for c in containers], "diff": [], "warnings": [], "conflicts": [],
+            "selector": ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {},
+            "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}}}
+
+
+def start_rollout(kube: Kube, item: dict, stamp: str) -> dict:
+    """Start the rollout the plan item describes; returns what to wait for:
+    ``{"selector": "...", "count": n}``."""
+    check_unchanged(kube, [item])
+    namespace, name = item["namespace"], item["name"]
+    if item["kind"] == "DeploymentConfig":
+        path = object_path(item["object"], namespace, name) + "/instantiate"
+        status, answer = kube.request("POST", path, body={
+            "apiVersion": "apps.openshift.io/v1", "kind": "DeploymentRequest", "name": name, "latest": True,
+            "force": True})
+        if status not in (200, 201):
+            _refuse(status, answer, f"instantiating DeploymentConfig {name}")
+        revision = int((answer.get("status") or {}).get("latestVersion") or item["next_revision"])
+        return {"selector": f"deploymentconfig={name},deployment={name}-{revision}", "count": item["replicas"],
+                "revision": revision}
+    path = object_path(item["object"], namespace, name)
+    status, answer = kube.request(
+        "PATCH", path, query={"fieldManager": FIELD_MANAGER}, content_type="application/strategic-merge-patch+json",
+        body={"metadata": {"resourceVersion": item["resource_version"]},
+              "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}})
+    if status == 409:
+        raise Conflict(f"Deployment {name} changed since the preview; make a new preview")
+    if status not in (200, 201):
+        _refuse(status, answer, f"restarting Deployment {name}")
+    selector = ",".join(f"{k}={v}" for k, v in sorted(item.get("selector", {}).items()))
+    return {"selector": selector, "count": item["replicas"], "annotation": stamp,
+            "revision": item["next_revision"]}
+
+
+def _pods(kube: Kube, namespace: str, selector: str) -> list[dict]:
+    status, answer = kube.request("GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/pods",
+                                  query={"labelSelector": selector})
+    if status != 200:
+        _refuse(status, answer, "listing pods")
+    return answer.get("items") or []
+
+
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def ready_pods(kube: Kube, namespace: str, wait: dict) -> list[str]:
+    """Names of the rollout's new pods that are Ready."""
+    names = []
+    for pod in _pods(kube, namespace, wait["selector"]):
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        if "annotation" in wait and annotations.get(RESTARTED_AT) != wait["annotation"]:
+            continue
+        if _ready(pod):
+            names.append(pod["metadata"]["name"])
+    return sorted(names)
+
+
+def failure_report(kube: Kube, namespace: str, wait: dict, log_lines: int = 20) -> list[str]:
+    """The new pods' events and the last lines of their logs, for a failed rollout."""
+    lines = []
+    try:
+        pods = _pods(kube, namespace, wait["selector"])
+    except OpsError as exc:
+        return [f"(pods cannot be listed: {exc})"]
+    if not pods:
+        lines.append(f"No pod matching {wait['selector']} was created.")
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        lines.append(f"Pod {name}: {(pod.get('status') or {}).get('phase', 'unknown')}, "
+                     f"{'Ready' if _ready(pod) else 'not Ready'}")
+        status, events = kube.request("GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
+                                      query={"fieldSelector": f"involvedObject.name={name}"})
+        for event in (events.get("items") or [])[-10:] if status == 200 else []:
+            lines.append(f"  event {event.get('type', '')} {event.get('reason', '')}: {event.get('message', '')}")
+        if status != 200:
+            lines.append(f"  (events cannot be read: {status})")
+        status, log = kube.request("GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/"
+                                          f"{quote(name, safe='')}/log", query={"tailLines": str(log_lines)})
+        if status == 200:
+            lines.extend("  log: " + line for line in str(log.get("message", "")).splitlines()[-log_lines:])
+        else:
+            lines.append(f"  (its log cannot be read: {_message(log)[:200]})")
+    return lines
