@@ -1,0 +1,111 @@
+"""Rolling out the server: DeploymentConfig ``instantiate`` (the stand-in
+plays OpenShift's controller and, when a test says so, the kubelet), waiting
+for the new pods Ready, a failure past HCAPADMIN_ROLLOUT_TIMEOUT with the
+pods' events and log lines, and cancel.  The harness marks a new pod Ready
+only when the test asks, so the failure case is the timeout setting itself,
+whatever the machine's speed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hcapadmin.audit.models import AuditEvent
+from hcapadmin.deploys.models import Preview
+from hcapadmin.jobs.models import Job
+from tests.harness.kubeapi import MERGE, kube_api, mark_ready, openshift_real  # noqa: F401  (fixtures)
+from tests.test_deploys import cluster  # noqa: F401  (fixture)
+
+INSTANTIATE = r"/apis/apps.openshift.io/v1/namespaces/(?P<ns>[^/]+)/deploymentconfigs/(?P<name>[^/]+)/instantiate"
+POD_LOG = r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/]+)/log"
+
+
+def _controller(real, *, ready: bool):
+    """OpenShift's DeploymentConfig controller: instantiate raises
+    latestVersion and creates the revision's pod; ``ready`` plays the kubelet."""
+    kube = real.kube
+
+    def instantiate(req):
+        ns, name = req.match["ns"], req.match["name"]
+        path = f"/apis/apps.openshift.io/v1/namespaces/{ns}/deploymentconfigs/{name}"
+        dc = kube.admin("GET", path)
+        latest = int(dc["status"].get("latestVersion") or 0) + 1
+        dc = kube.admin("PATCH", path + "/status", {"status": {"latestVersion": latest}}, content_type=MERGE)
+        pod = f"{name}-{latest}-zzzzz"
+        kube.admin("POST", f"/api/v1/namespaces/{ns}/pods", {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "labels": {"deploymentconfig": name, "deployment": f"{name}-{latest}"}},
+            "spec": {"containers": [{"name": "hcap-server", "image": "hcap-server:new"}]}})
+        if ready:
+            mark_ready(kube, ns, pod, "10.1.0.99")
+        else:
+            kube.admin("POST", f"/api/v1/namespaces/{ns}/events", {
+                "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"{pod}.1"},
+                "involvedObject": {"kind": "Pod", "name": pod, "namespace": ns},
+                "type": "Warning", "reason": "BackOff", "message": "Back-off restarting failed container"})
+        return 201, dc
+
+    real.standin.route("POST", INSTANTIATE, instantiate)
+    real.standin.route("GET", POD_LOG, lambda req: (200, "starting\nmigrations: 2 pending\n"
+                                                        "Error: connect ECONNREFUSED hcap-patroni:5432\n"))
+
+
+def _rollout(client):
+    preview = client.post("/api/v1/deploys/preview", json.dumps({"kind": "rollout"}),
+                          content_type="application/json")
+    assert preview.status_code == 201, preview.content
+    item = preview.json()["items"][0]
+    assert (item["kind"], item["action"]) == ("DeploymentConfig", "rollout")
+    response = client.post("/api/v1/deploys", json.dumps({"preview": preview.json()["id"]}),
+                           content_type="application/json")
+    assert response.status_code == 202
+    return Preview.objects.get(pk=preview.json()["id"])
+
+
+@pytest.mark.django_db
+def test_rollout_succeeds_when_the_new_pods_are_ready(cluster, client_as, run_jobs):
+    _controller(cluster, ready=True)
+    preview = _rollout(client_as("admin"))
+    run_jobs()
+    job = Job.objects.get(pk=preview.job_id)
+    assert job.status == "succeeded", job.error
+    assert job.result["revision"] == 8 and job.result["previous_revision"] == 7
+    assert job.result["pods"] == ["hcap-server-8-zzzzz"]
+    assert AuditEvent.objects.filter(action="deploy.applied", details__revision=8).exists()
+
+
+@pytest.mark.django_db
+def test_rollout_fails_past_the_timeout_with_events_logs_and_the_rollback(cluster, client_as, run_jobs, settings):
+    settings.DEPLOY_ROLLOUT_TIMEOUT = 1
+    _controller(cluster, ready=False)
+    preview = _rollout(client_as("admin"))
+    run_jobs()
+    job = Job.objects.get(pk=preview.job_id)
+    assert job.status == "failed"
+    assert "did not become Ready within 1s" in job.error and "--to-revision=7" in job.error
+    assert "BackOff: Back-off restarting failed container" in job.log
+    assert "log: Error: connect ECONNREFUSED hcap-patroni:5432" in job.log
+    assert AuditEvent.objects.filter(action="deploy.failed", details__rollback_to=7).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rollout_cancel_while_waiting(cluster, client_as, run_jobs):
+    _controller(cluster, ready=False)
+    pods = rf"/api/v1/namespaces/{cluster.namespace}/pods"
+
+    def listing(req):
+        # The job is waiting for its pods: cancel it now, as a person would.
+        from django.db import connection
+
+        try:
+            Job.objects.get(kind="deploy.rollout").request_cancel(actor="alice")
+        finally:
+            connection.close()  # this stand-in thread's own connection
+        return 200, {"kind": "PodList", "apiVersion": "v1", "items": []}
+
+    cluster.standin.route("GET", pods, listing)
+    preview = _rollout(client_as("admin"))
+    run_jobs()
+    job = Job.objects.get(pk=preview.job_id)
+    assert job.status == "cancelled", (job.status, job.error)
