@@ -109,3 +109,44 @@ def test_rollout_cancel_while_waiting(cluster, client_as, run_jobs):
     run_jobs()
     job = Job.objects.get(pk=preview.job_id)
     assert job.status == "cancelled", (job.status, job.error)
+
+
+@pytest.mark.django_db
+def test_rollout_of_a_deployment_restarts_it_and_waits_for_the_restarted_pods(cluster, client_as, run_jobs,
+                                                                              settings):
+    ns, kube = cluster.namespace, cluster.kube
+    labels = {"app": "hcap-web"}
+    kube.admin("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hcap-web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": "hcap-server:1"}]}}}})
+    # An old pod, Ready, without the restart annotation: it does not count.
+    kube.admin("POST", f"/api/v1/namespaces/{ns}/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "hcap-web-old", "labels": labels}, "spec": {"containers": [{"name": "web", "image": "hcap-server:1"}]}})
+    mark_ready(kube, ns, "hcap-web-old", "10.1.0.80")
+    settings.OPENSHIFT_SERVER_NAME = "hcap-web"
+    patched = []
+
+    def restart(req):
+        # The Deployment controller and the kubelet: the patched template's pod, Ready.
+        status, answer = kube.request("PATCH", req.path, token=req.bearer, body=json.loads(req.body),
+                                      content_type=req.headers["content-type"])
+        patched.append(json.loads(req.body))
+        if status == 200:
+            annotations = answer["spec"]["template"]["metadata"]["annotations"]
+            kube.admin("POST", f"/api/v1/namespaces/{ns}/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": "hcap-web-new", "labels": labels, "annotations": annotations},
+                "spec": {"containers": [{"name": "web", "image": "hcap-server:1"}]}})
+            mark_ready(kube, ns, "hcap-web-new", "10.1.0.81")
+        return status, answer
+
+    cluster.standin.route("PATCH", rf"/apis/apps/v1/namespaces/{ns}/deployments/hcap-web", restart)
+    client = client_as("admin")
+    preview = client.post("/api/v1/deploys/preview", json.dumps({"kind": "rollout"}), content_type="application/json")
+    assert preview.json()["items"][0]["kind"] == "Deployment"
+    client.post("/api/v1/deploys", json.dumps({"preview": preview.json()["id"]}), content_type="application/json")
+    run_jobs()
+    job = Job.objects.get(pk=Preview.objects.get(pk=preview.json()["id"]).job_id)
+    assert job.status == "succeeded", job.error
+    assert job.result["pods"] == ["hcap-web-new"]
+    assert patched[0]["metadata"]["resourceVersion"]  # the previewed version is the server's precondition
