@@ -139,3 +139,24 @@ def test_sandbox_says_what_it_would_do(client_as):
     assert client.post("/deploys/new/db-create/", {}).status_code == 409
     r = client.post("/api/v1/deploys/preview", json.dumps({"kind": "db-prep"}), content_type="application/json")
     assert r.status_code == 409 and "openshift" in r.json()["error"]
+
+
+def test_generated_passwords_never_reach_the_portal_and_the_form_shows_the_deployed_values(cluster, client_as,
+                                                                                            run_jobs):
+    import base64
+
+    client = client_as("admin")
+    response = client.post("/deploys/new/db-prep/", {"APP_NAME": "hcapsec", "APP_DB_NAME": "hcapsec"})
+    preview = Preview.objects.get()
+    page = client.get(response["Location"]).content.decode()
+    client.post(f"/deploys/{preview.pk}/confirm/", {"confirm": cluster.namespace})
+    run_jobs()
+    assert Job.objects.get(pk=Preview.objects.get().job_id).status == "succeeded"
+    status, secret = _get(cluster, f"/api/v1/namespaces/{cluster.namespace}/secrets/hcapsec-patroni")
+    password = base64.b64decode(secret["data"]["superuser-password"]).decode()
+    assert len(password) == 32
+    stored = json.dumps([list(Preview.objects.values()), list(Job.objects.values("log", "result", "params")),
+                         list(AuditEvent.objects.values("details"))], default=str)
+    assert password not in stored and password not in page
+    form = client.get("/deploys/new/db-prep/").content.decode()
+    assert 'value="hcapsec"' in form  # prefilled with what was deployed

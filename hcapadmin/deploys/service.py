@@ -75,6 +75,14 @@ def template_parameters(kind: str) -> list[deploys.Parameter]:
                               {"tools_namespace": tools_namespace()})
 
 
+def current_values(kind: str) -> dict:
+    """The parameter values of the last confirmed deploy of ``kind`` in the
+    target namespace (what is deployed now, as far as the portal knows)."""
+    last = (Preview.objects.filter(kind=kind, target_namespace=target_namespace(), confirmed_at__isnull=False)
+            .order_by("-confirmed_at").values_list("values", flat=True).first())
+    return dict(last or {})
+
+
 def check_kind(kind) -> str:
     if kind not in TITLES:
         raise Invalid(f"unknown deploy kind {str(kind)[:40]!r}: one of {', '.join(TITLES)}")

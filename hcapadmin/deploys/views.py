@@ -58,6 +58,9 @@ def deploy_new(request, kind: str):
             raise service.NotOnOpenShift(service.SANDBOX_ADVICE)
         return render(request, "deploys/new.html", context)
     params, error = partial(service.template_parameters, "db-create" if kind == "patroni-redeploy" else kind)
+    for p in params or []:
+        # Prefilled with what the last confirmed deploy of this kind used, else the template's default.
+        p.value = service.current_values(kind).get(p.name, p.value)
     context.update({"params_error": error, "params": params or []})
     form = ParametersForm(params or [], request.POST if request.method == "POST" else None)
     context["form"] = form
