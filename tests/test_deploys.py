@@ -12,7 +12,7 @@ import pytest
 from hcapadmin.audit.models import AuditEvent
 from hcapadmin.deploys.models import Preview
 from hcapadmin.jobs.models import Job
-from tests.harness.kubeapi import MERGE, kube_api, mark_ready, openshift_real  # noqa: F401  (fixtures)
+from tests.harness.kubeapi import MERGE, kube_api, openshift_real  # noqa: F401  (fixtures)
 from tests.harness.templates import install_build_crds, install_processedtemplates, tools_namespace
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "openshift"
@@ -74,9 +74,7 @@ def test_form_preview_confirm_apply(cluster, client_as, run_jobs):
     assert {i["action"] for i in confirmed.details["plan"]} == {"keep", "create"}
 
 
-def test_api_preview_then_deploy_and_read(cluster, client_as, run_jobs, demo_users):
-    from django.test import Client
-
+def test_api_preview_then_deploy_and_read(cluster, client_as, run_jobs):
     client = client_as("admin")
     body = {"kind": "db-create", "parameters": {"APP_NAME": "hcapapi", "CPU_LIMIT": "300m"}}
     response = client.post("/api/v1/deploys/preview", json.dumps(body), content_type="application/json")

@@ -15,11 +15,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from hcapadmin.accounts.decorators import api_endpoint, permission_required
-from hcapadmin.core.api import error_page, form_error, partial
+from hcapadmin.core.api import form_error, partial
 from hcapadmin.deploys import schemas, service
 from hcapadmin.deploys.forms import ConfirmForm, ParametersForm
 from hcapadmin.deploys.models import Preview
-from ops import deploys
 from ops.errors import Invalid, NotFound
 
 ACTION_ORDER = ("delete", "recreate", "create", "change", "refused", "keep", "unchanged", "rollout")
