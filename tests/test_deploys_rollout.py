@@ -16,6 +16,7 @@ from hcapadmin.deploys.models import Preview
 from hcapadmin.jobs.models import Job
 from tests.harness.kubeapi import MERGE, kube_api, mark_ready, openshift_real  # noqa: F401  (fixtures)
 from tests.test_deploys import cluster  # noqa: F401  (fixture)
+from tests.test_migrations import fresh_db, sample  # noqa: F401  (fixtures)
 
 INSTANTIATE = r"/apis/apps.openshift.io/v1/namespaces/(?P<ns>[^/]+)/deploymentconfigs/(?P<name>[^/]+)/instantiate"
 POD_LOG = r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/]+)/log"
@@ -150,3 +151,32 @@ def test_rollout_of_a_deployment_restarts_it_and_waits_for_the_restarted_pods(cl
     assert job.status == "succeeded", job.error
     assert job.result["pods"] == ["hcap-web-new"]
     assert patched[0]["metadata"]["resourceVersion"]  # the previewed version is the server's precondition
+
+
+@pytest.mark.django_db
+def test_rollout_reports_the_migrations_pending_before_and_applied_after(cluster, client_as, run_jobs, settings,
+                                                                        sample, fresh_db):
+    from tests.test_migrations import SAMPLE_ORDER, run_tool
+    from tests.test_migrations_openshift import install_pod
+
+    _name, url, _conninfo = fresh_db
+    run_tool(sample, url, "up", "1")  # the running server applied the first one
+    settings.MANAGED_DATABASE_URL = url
+    install_pod(cluster, sample, url)
+    _controller(cluster, ready=True)
+    original = [h for m, p, h in cluster.standin.routes if m == "POST" and p.pattern == "^" + INSTANTIATE + "$"][0]
+
+    def instantiate_and_start(req):
+        answer = original(req)
+        run_tool(sample, url, "up", "3")  # the new server applies pending migrations as it starts (the 4th is broken)
+        return answer
+
+    cluster.standin.route("POST", INSTANTIATE, instantiate_and_start)
+    preview = _rollout(client_as("admin"))
+    run_jobs()
+    job = Job.objects.get(pk=preview.job_id)
+    assert job.status == "succeeded", job.error
+    assert job.result["migrations_pending_before"] == SAMPLE_ORDER[1:]
+    assert job.result["migrations_applied"] == sorted(SAMPLE_ORDER[1:4]), job.log
+    assert job.result["migrations_pending_after"] == SAMPLE_ORDER[4:]
+    assert f"Migrations before: {len(SAMPLE_ORDER) - 1} pending" in job.log

@@ -80,6 +80,26 @@ def run_apply(ctx, params) -> dict:
     return {"preview": preview.pk, **result}
 
 
+def _migrations(ctx, when: str) -> dict:
+    """The migrations the server will apply when it starts (``before``), or
+    has applied (``after``): the same report as the Migrations page."""
+    from migrations_ui import state
+
+    try:
+        report = state.report()
+        problem = None if report.complete else (report.source_error or report.database_error)
+    except OpsError as exc:
+        problem = str(exc)
+    if problem:
+        ctx.log(f"Migrations {when}: cannot be read ({problem})")
+        return {"error": str(problem)[:500]}
+    pending = [i.name for i in report.to_apply]
+    applied = [i.name for i in report.by_status("applied")]
+    ctx.log(f"Migrations {when}: {len(pending)} pending, {len(applied)} applied"
+            + (f"; pending: {', '.join(pending[:20])}" if pending else ""))
+    return {"pending": pending, "applied": applied}
+
+
 @job_kind("deploy.rollout", title="Roll out the server", mutating=True, timeout=6 * 3600, cancellable=True,
           advice="The new revision may still be rolling out in OpenShift; look at the server's pods.")
 def run_rollout(ctx, params) -> dict:
@@ -87,6 +107,7 @@ def run_rollout(ctx, params) -> dict:
     item = preview.items[0]
     client = service.kube()
     try:
+        migrations_before = _migrations(ctx, "before")
         with ctx.step(f"Start revision {item['next_revision']} of {item['kind']} {item['name']}"):
             wait = deploys.start_rollout(client, item, timezone.now().isoformat())
             ctx.log(f"Started; images {', '.join(i for i in item.get('images') or [] if i)}")
@@ -110,9 +131,14 @@ def run_rollout(ctx, params) -> dict:
     except OpsError as exc:
         _finished(preview, ctx.job, "failure", error=str(exc)[:500], rollback_to=item["revision"])
         raise
-    _finished(preview, ctx.job, "success", revision=wait["revision"], pods=pods)
+    migrations_after = _migrations(ctx, "after")
+    newly = sorted(set(migrations_after.get("applied") or []) - set(migrations_before.get("applied") or []))
+    _finished(preview, ctx.job, "success", revision=wait["revision"], pods=pods, migrations_applied=newly)
     return {"preview": preview.pk, "revision": wait["revision"], "previous_revision": item["revision"],
-            "pods": pods, "images": item.get("images")}
+            "pods": pods, "images": item.get("images"),
+            "migrations_pending_before": migrations_before.get("pending"),
+            "migrations_applied": newly if "error" not in migrations_after else None,
+            "migrations_pending_after": migrations_after.get("pending")}
 
 
 # -- the Patroni redeploy ---------------------------------------------------------------------
