@@ -158,3 +158,32 @@ def test_generated_passwords_never_reach_the_portal_and_the_form_shows_the_deplo
     assert password not in stored and password not in page
     form = client.get("/deploys/new/db-prep/").content.decode()
     assert 'value="hcapsec"' in form  # prefilled with what was deployed
+
+
+@pytest.mark.parametrize("role", ["viewer", "auditor", "approver"])
+def test_only_admins_preview_or_confirm(cluster, client_as, role):
+    client = client_as("admin")
+    preview = client.post("/api/v1/deploys/preview", json.dumps({"kind": "db-prep"}),
+                          content_type="application/json").json()
+    client = client_as(role)
+    assert client.get(f"/api/v1/deploys/{preview['id']}").status_code == 200
+    assert client.post("/api/v1/deploys/preview", json.dumps({"kind": "db-prep"}),
+                       content_type="application/json").status_code == 403
+    assert client.post("/api/v1/deploys", json.dumps({"preview": preview["id"]}),
+                       content_type="application/json").status_code == 403
+    assert client.post(f"/deploys/{preview['id']}/confirm/", {"confirm": cluster.namespace}).status_code == 403
+    assert Preview.objects.count() == 1 and not Job.objects.exists()
+    assert AuditEvent.objects.filter(action="permission.denied").count() == 3
+
+
+def test_a_job_never_applies_a_preview_that_was_not_confirmed(cluster, client_as, run_jobs):
+    from hcapadmin.jobs.lifecycle import default_target, submit
+
+    client = client_as("admin")
+    preview = client.post("/api/v1/deploys/preview", json.dumps({"kind": "db-prep"}),
+                          content_type="application/json").json()
+    job, _ = submit("deploy.apply", {"preview": preview["id"]}, request=None, target=default_target())
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == "failed" and "not confirmed" in job.error
+    assert _get(cluster, f"/api/v1/namespaces/{cluster.namespace}/configmaps/hcap-patroni-settings")[0] == 404
