@@ -675,3 +675,48 @@ def failure_report(kube: Kube, namespace: str, wait: dict, log_lines: int = 20) 
         else:
             lines.append(f"  (its log cannot be read: {_message(log)[:200]})")
     return lines
+
+
+# -- rolling back the server ------------------------------------------------------------------------
+def rollback_plan(kube: Kube, namespace: str, name: str, revision: int) -> dict:
+    """Rolling the DeploymentConfig back to ``revision``: its pod template
+    becomes the one of that revision's ReplicationController (``<name>-<N>``,
+    what OpenShift keeps of every revision), then a new revision starts."""
+    item = rollout_plan(kube, namespace, name)
+    if item["kind"] != "DeploymentConfig":
+        raise Invalid(f"{name} is a Deployment: roll it back with oc rollout undo deployment/{name}")
+    if not 1 <= revision < item["next_revision"]:
+        raise Invalid(f"revision must be an earlier revision of {name} (1 to {item['revision']})")
+    status, rc = kube.request("GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/replicationcontrollers/"
+                                     f"{quote(f'{name}-{revision}', safe='')}")
+    if status != 200:
+        _refuse(status, rc, f"reading revision {revision} of {name} (ReplicationController {name}-{revision})")
+    status, dc = kube.request("GET", object_path(item["object"], namespace, name))
+    if status != 200:
+        _refuse(status, dc, f"reading DeploymentConfig {name}")
+    template = json.loads(json.dumps((rc.get("spec") or {}).get("template") or {}))
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    for key in ("deployment", "deploymentconfig"):  # set per revision by OpenShift
+        labels.pop(key, None)
+    current = (dc.get("spec") or {}).get("template") or {}
+    item.update({"action": "rollback", "to_revision": revision, "template": template,
+                 "diff": [d for d in diff({"spec": {"template": current}}, {"spec": {"template": template}})
+                          if not d["path"].startswith("spec.template.metadata.labels.deployment")]})
+    return item
+
+
+def start_rollback(kube: Kube, item: dict, stamp: str) -> dict:
+    """Put the earlier revision's pod template back (with the previewed
+    resourceVersion as precondition), then instantiate a new revision."""
+    check_unchanged(kube, [item])
+    path = object_path(item["object"], item["namespace"], item["name"])
+    status, answer = kube.request("PATCH", path, query={"fieldManager": FIELD_MANAGER},
+                                  content_type="application/merge-patch+json",
+                                  body={"metadata": {"resourceVersion": item["resource_version"]},
+                                        "spec": {"template": item["template"]}})
+    if status == 409:
+        raise Conflict(f"DeploymentConfig {item['name']} changed since the preview; make a new preview")
+    if status not in (200, 201):
+        _refuse(status, answer, f"rolling back DeploymentConfig {item['name']}")
+    item = dict(item, resource_version=answer["metadata"].get("resourceVersion"))
+    return start_rollout(kube, item, stamp)

@@ -136,6 +136,9 @@ ACCESS: dict[str, Entry] = {
                             setup=lambda: {"id": _deploy_preview()}),
     "deploy_approve": Entry("POST", "/deploys/{id}/approve/", page("approver", ok=400), data={},
                             setup=lambda: {"id": _deploy_preview()}),
+    # not a rollout: 400, nothing previewed
+    "deploy_rollback": Entry("POST", "/deploys/{id}/rollback/", page("admin", ok=400), data={},
+                             setup=lambda: {"id": _deploy_preview()}),
     "api_deploy_preview": Entry("POST", "/api/v1/deploys/preview", api("admin", ok=400), data={"bogus": 1},
                                 json=True),
     "api_deploys": Entry("POST", "/api/v1/deploys", api("admin", ok=400), data={"preview": "1"}, json=True),

@@ -180,3 +180,40 @@ def test_rollout_reports_the_migrations_pending_before_and_applied_after(cluster
     assert job.result["migrations_applied"] == sorted(SAMPLE_ORDER[1:4]), job.log
     assert job.result["migrations_pending_after"] == SAMPLE_ORDER[4:]
     assert f"Migrations before: {len(SAMPLE_ORDER) - 1} pending" in job.log
+
+
+@pytest.mark.django_db
+def test_a_failed_rollout_offers_a_roll_back_to_the_previous_revision(cluster, client_as, run_jobs, settings):
+    ns, kube = cluster.namespace, cluster.kube
+    # What OpenShift keeps of revision 7: its ReplicationController with that revision's pod template.
+    kube.admin("POST", f"/api/v1/namespaces/{ns}/replicationcontrollers", {
+        "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "hcap-server-7"},
+        "spec": {"replicas": 0, "selector": {"deployment": "hcap-server-7"}, "template": {
+            "metadata": {"labels": {"app": "hcap-server", "deploymentconfig": "hcap-server",
+                                    "deployment": "hcap-server-7"}},
+            "spec": {"containers": [{"name": "hcap-server", "image": "hcap-server:v7"}]}}}})
+    settings.DEPLOY_ROLLOUT_TIMEOUT = 1
+    _controller(cluster, ready=False)
+    client = client_as("admin")
+    rollout = _rollout(client)
+    run_jobs()
+    assert Job.objects.get(pk=rollout.job_id).status == "failed"
+    page = client.get(f"/deploys/{rollout.pk}/").content.decode()
+    assert "Preview a roll back to revision 7" in page
+    response = client.post(f"/deploys/{rollout.pk}/rollback/")
+    assert response.status_code == 302
+    back = Preview.objects.get(kind="rollback")
+    item = back.items[0]
+    assert (item["action"], item["to_revision"]) == ("rollback", 7)
+    assert {"path": "spec.template.spec.containers[hcap-server].image", "before": "hcap-server:latest",
+            "after": "hcap-server:v7"} in item["diff"]
+    assert not Job.objects.filter(kind="deploy.rollout").exclude(pk=rollout.job_id).exists()  # a preview only
+    _controller(cluster, ready=True)
+    client.post(f"/deploys/{back.pk}/confirm/", {"confirm": ns})
+    run_jobs()
+    back.refresh_from_db()
+    job = Job.objects.get(pk=back.job_id)
+    assert job.status == "succeeded", job.error
+    dc = kube.admin("GET", f"/apis/apps.openshift.io/v1/namespaces/{ns}/deploymentconfigs/hcap-server")
+    assert dc["spec"]["template"]["spec"]["containers"][0]["image"] == "hcap-server:v7"
+    assert job.result["revision"] == 9

@@ -41,6 +41,7 @@ READS: dict[str, tuple[str, tuple[str, ...]]] = {
     "deploy_detail": ("query", ()),
     "deploy_confirm": ("form", ("confirm",)),
     "deploy_approve": ("form", ("confirm",)),
+    "deploy_rollback": ("form", ()),
     "api_deploy_preview": ("json", ("kind", "parameters")),
     "api_deploys": ("json", ("preview",)),
     "api_deploy": ("query", ()),

@@ -109,7 +109,8 @@ def run_rollout(ctx, params) -> dict:
     try:
         migrations_before = _migrations(ctx, "before")
         with ctx.step(f"Start revision {item['next_revision']} of {item['kind']} {item['name']}"):
-            wait = deploys.start_rollout(client, item, timezone.now().isoformat())
+            start = deploys.start_rollback if preview.kind == "rollback" else deploys.start_rollout
+            wait = start(client, item, timezone.now().isoformat())
             ctx.log(f"Started; images {', '.join(i for i in item.get('images') or [] if i)}")
         timeout = settings.DEPLOY_ROLLOUT_TIMEOUT
         with ctx.step(f"Wait until {wait['count']} new pod(s) are Ready ({wait['selector']})"):

@@ -18,8 +18,8 @@ from django.utils import timezone
 from hcapadmin.audit.models import record
 from ops.errors import Conflict, Forbidden
 
-DEPLOY_KINDS = ("db-prep", "db-create", "rollout", "patroni-redeploy")
-JOB_KINDS = {"db-prep": "deploy.apply", "db-create": "deploy.apply", "rollout": "deploy.rollout",
+DEPLOY_KINDS = ("db-prep", "db-create", "rollout", "rollback", "patroni-redeploy")
+JOB_KINDS = {"db-prep": "deploy.apply", "db-create": "deploy.apply", "rollout": "deploy.rollout", "rollback": "deploy.rollout",
              "patroni-redeploy": "deploy.patroni_redeploy"}
 
 

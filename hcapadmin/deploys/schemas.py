@@ -14,9 +14,9 @@ class _Body(BaseModel):
 
 
 class PreviewBody(_Body):
-    usage: ClassVar[str] = ('send {"kind": "db-prep" | "db-create" | "rollout" | "patroni-redeploy", '
+    usage: ClassVar[str] = ('send {"kind": "db-prep" | "db-create" | "rollout" | "rollback" | "patroni-redeploy", '
                             '"parameters": {"NAME": "value", ...}}')
-    kind: Literal["db-prep", "db-create", "rollout", "patroni-redeploy"]
+    kind: Literal["db-prep", "db-create", "rollout", "rollback", "patroni-redeploy"]
     parameters: dict[str, str] = Field(default_factory=dict, max_length=100)
 
 

@@ -9,6 +9,8 @@ to point the portal at a cluster), and the pages say what a deploy would do.
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.db import transaction
 
@@ -32,11 +34,14 @@ DESCRIPTIONS = {
                  "apply with field manager hcapadmin.",
     "rollout": "Starts a new revision of the server (DeploymentConfig instantiate, or a Deployment restart) and "
                "waits until its new pods are Ready. The server applies pending migrations when it starts.",
+    "rollback": "Puts an earlier revision's pod template back on the server's DeploymentConfig (from that "
+                "revision's ReplicationController) and rolls it out, waiting until its pods are Ready.",
     "patroni-redeploy": "Deletes the Patroni StatefulSet, its Service, its volume claims (the database files) and "
                         "both Patroni ConfigMaps, runs db-create, waits for a healthy cluster, then opens a restore "
                         "request with the newest verified backup. Needs another person's approval.",
 }
 TITLES = {"db-prep": "Database prep", "db-create": "Database create", "rollout": "Roll out the server",
+          "rollback": "Roll back the server",
           "patroni-redeploy": "Redeploy Patroni"}
 
 
@@ -122,6 +127,13 @@ def build_plan(kind: str, values: dict) -> tuple[dict, dict]:
             raise Invalid("a rollout takes no parameters")
         item = deploys.rollout_plan(client, target, settings.OPENSHIFT_SERVER_NAME)
         return {"items": [item], "warnings": []}, {}
+    if kind == "rollback":
+        revision = values.get("revision") if isinstance(values, dict) else None
+        if set(values) != {"revision"} or not isinstance(revision, str) or not re.fullmatch(r"[0-9]{1,9}", revision):
+            raise Invalid('a roll back takes one parameter: {"revision": "<earlier revision number>"}')
+        item = deploys.rollback_plan(client, target, settings.OPENSHIFT_SERVER_NAME, int(revision))
+        return {"items": [item], "warnings": [f"The server goes back to revision {revision}'s pod template."]}, \
+            {"revision": revision}
     template_kind = "db-create" if kind == "patroni-redeploy" else kind
     params = template_parameters(template_kind)
     checked = deploys.check_values(params, values)

@@ -36,7 +36,7 @@ def _get(pk) -> Preview:
 def deploy_list(request):
     return render(request, "deploys/list.html", {
         "title": "Deploys", "on_openshift": service.on_openshift(), "advice": service.SANDBOX_ADVICE,
-        "kinds": [(k, service.TITLES[k], service.DESCRIPTIONS[k]) for k in service.TITLES],
+        "kinds": [(k, service.TITLES[k], service.DESCRIPTIONS[k]) for k in service.TITLES if k != "rollback"],
         "previews": Preview.objects.select_related("job")[:25],
         "namespace": service.target_namespace(), "tools": service.tools_namespace(),
         "may_operate": request.principal.has_perm("operate"),
@@ -90,6 +90,8 @@ def _detail_context(request, preview: Preview) -> dict:
                         and principal.has_perm("approve")
                         and principal.name not in (preview.created_by, preview.confirmed_by)),
         "confirm_form": ConfirmForm(),
+        "may_roll_back": (preview.kind == "rollout" and preview.job_id and preview.job.status == "failed"
+                          and principal.has_perm("operate")),
     }
     if preview.job_id:
         context.update({k: v for k, v in job_context(request, preview.job).items() if k != "title"})
@@ -129,6 +131,17 @@ def deploy_approve(request, pk: int):
     _check_typed(request, preview)
     job = preview.approve(request=request)
     messages.success(request, f"Approved. The deploy runs as job #{job.pk}.")
+    return HttpResponseRedirect(reverse("deploy_detail", args=[preview.pk]))
+
+
+@require_POST
+@permission_required("operate")
+def deploy_rollback(request, pk: int):
+    """Preview rolling the server back to the revision a rollout started from."""
+    rollout = _get(pk)
+    if rollout.kind != "rollout" or not rollout.items:
+        raise Invalid("Only a server rollout can be rolled back.")
+    preview = service.create_preview(request, "rollback", {"revision": str(rollout.items[0]["revision"])})
     return HttpResponseRedirect(reverse("deploy_detail", args=[preview.pk]))
 
 

@@ -315,6 +315,7 @@ def grant_roles(kube: KubeAPI, namespace: str) -> None:
             {"apiGroups": ["apps"], "resources": ["statefulsets", "deployments"], "verbs": ["create", "delete"]},
             {"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["replicationcontrollers"], "verbs": ["get"]},
         ],
         "hcap-reader": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
         "hcap-scaler": [{"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs/scale"],

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
             name='Preview',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('db-prep', 'db-prep'), ('db-create', 'db-create'), ('rollout', 'rollout'), ('patroni-redeploy', 'patroni-redeploy')], max_length=20)),
+                ('kind', models.CharField(choices=[('db-prep', 'db-prep'), ('db-create', 'db-create'), ('rollout', 'rollout'), ('rollback', 'rollback'), ('patroni-redeploy', 'patroni-redeploy')], max_length=20)),
                 ('values', models.JSONField(default=dict)),
                 ('target_namespace', models.CharField(max_length=63)),
                 ('tools_namespace', models.CharField(blank=True, max_length=63)),
