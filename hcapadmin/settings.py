@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "hcapadmin.backups",
     "hcapadmin.logbrowser",
     "hcapadmin.restores",
+    "hcapadmin.deploys",
     "migrations_ui",
 ]
 
@@ -231,6 +232,14 @@ RESTORE_APPROVALS = env.integer("HCAPADMIN_RESTORE_APPROVALS", 1, minimum=1, max
 RESTORE_EXPIRY_HOURS = env.integer("HCAPADMIN_RESTORE_EXPIRY_HOURS", 24, minimum=1, maximum=24 * 30)
 # Restore rate (MB of compressed backup per second) assumed until a restore has been measured.
 RESTORE_DEFAULT_MBPS = env.integer("HCAPADMIN_RESTORE_DEFAULT_MBPS", 20, minimum=1, maximum=10_000)
+
+# --- Deploys (hcapadmin/deploys, ops/deploys.py) ------------------------------------------
+# The folder with HCAP's OpenShift Templates (its repository's openshift/ folder).
+DEPLOY_TEMPLATES_DIR = env.string("HCAPADMIN_TEMPLATES_DIR", "")
+# Where build objects (BuildConfig, ImageStream) go; empty: <namespace prefix>-tools.
+DEPLOY_TOOLS_NAMESPACE = env.string("HCAPADMIN_TOOLS_NAMESPACE", "")
+# Seconds a server rollout may take until its new pods are Ready; past it the rollout has failed.
+DEPLOY_ROLLOUT_TIMEOUT = env.integer("HCAPADMIN_ROLLOUT_TIMEOUT", 600, minimum=1, maximum=6 * 3600)
 
 # --- Log browser (issue 5) -----------------------------------------------------------
 # The sandbox runs FerretDB 1.24, which reads the whole collection for every sorted or

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("hcapadmin.backups.urls")),
     path("", include("hcapadmin.logbrowser.urls")),
     path("", include("hcapadmin.restores.urls")),
+    path("", include("hcapadmin.deploys.urls")),
     path("", include("migrations_ui.urls")),
 ]
 

@@ -127,6 +127,22 @@ ACCESS: dict[str, Entry] = {
                                 json=True, setup=lambda: {"id": _restore_request()}),
     "api_restore_discard": Entry("POST", "/api/v1/restores/{id}/discard-previous", api("admin", ok=400),
                                  data={"confirm": 5}, json=True, setup=lambda: {"id": _restore_request()}),
+    # --- deploys (previews, confirm, approve) ---
+    "deploys": Entry("GET", "/deploys/", page(*ALL)),
+    "deploy_new": Entry("GET", "/deploys/new/db-prep/", page("admin")),
+    "deploy_detail": Entry("GET", "/deploys/{id}/", page(*ALL), setup=lambda: {"id": _deploy_preview()}),
+    # no typed namespace: 400 proves the permission check passed, nothing is confirmed
+    "deploy_confirm": Entry("POST", "/deploys/{id}/confirm/", page("admin", ok=400), data={},
+                            setup=lambda: {"id": _deploy_preview()}),
+    "deploy_approve": Entry("POST", "/deploys/{id}/approve/", page("approver", ok=400), data={},
+                            setup=lambda: {"id": _deploy_preview()}),
+    # not a rollout: 400, nothing previewed
+    "deploy_rollback": Entry("POST", "/deploys/{id}/rollback/", page("admin", ok=400), data={},
+                             setup=lambda: {"id": _deploy_preview()}),
+    "api_deploy_preview": Entry("POST", "/api/v1/deploys/preview", api("admin", ok=400), data={"bogus": 1},
+                                json=True),
+    "api_deploys": Entry("POST", "/api/v1/deploys", api("admin", ok=400), data={"preview": "1"}, json=True),
+    "api_deploy": Entry("GET", "/api/v1/deploys/{id}", api(*ALL), setup=lambda: {"id": _deploy_preview()}),
 }
 
 
@@ -182,3 +198,10 @@ def _log_entry() -> dict:
     _, coll = mongo.collection(None)
     result = coll.insert_one({"timestamp": datetime.now(timezone.utc), "level": "info", "message": "access test"})
     return {"id": str(result.inserted_id)}
+
+
+def _deploy_preview() -> int:
+    from hcapadmin.deploys.models import Preview
+
+    return Preview.objects.create(kind="db-prep", target_namespace="hcap-dev", tools_namespace="hcap-tools",
+                                  plan={"items": [], "warnings": []}, created_by="someone-else").pk

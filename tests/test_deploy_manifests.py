@@ -417,10 +417,31 @@ def test_rbac_rules_name_every_kubernetes_call_of_the_portal():
     called = kubernetes_calls(paths)
     assert {"read_namespace", "list_namespaced_pod", "connect_get_namespaced_pod_exec"} <= called, \
         "the pattern still finds the driver's calls"
-    listed = {c["call"].split()[0].split(".")[-1] for c in rbac_rules()["service_account"]}
+    entries = [c["call"] for section in ("service_account", "service_account_tools") for c in rbac_rules()[section]]
+    # Kubernetes client methods are listed as "<Class>Api.<method>"; the deploy
+    # module's raw requests (ops/deploys.py) as "deploys.<function>".
+    listed = {call.split()[0].split(".")[-1] for call in entries if re.match(r"[A-Za-z0-9]+Api\.", call)}
     assert not PENDING_CALLS & listed, f"listed now; drop from PENDING_CALLS: {sorted(PENDING_CALLS & listed)}"
     missing, unused = sorted(called - PENDING_CALLS - listed), sorted(listed - called)
     assert not missing and not unused, f"called but not in rbac-rules.yaml: {missing}; listed, never called: {unused}"
+
+
+def test_rbac_rules_deploy_entries_name_functions_that_exist():
+    """The ``deploys.<function>`` entries of rbac-rules.yaml name functions
+    (or methods) defined in ops/deploys.py or hcapadmin/deploys/, so a renamed
+    caller cannot leave a rule behind it describes wrongly."""
+    import ast
+
+    defined = set()
+    for path in [ROOT / "ops" / "deploys.py", *(ROOT / "hcapadmin" / "deploys").glob("*.py")]:
+        defined |= {node.name for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    named = set()
+    for section in ("service_account", "service_account_tools"):
+        for call in rbac_rules()[section]:
+            named |= {m.group(1) for m in re.finditer(r"\b(?:deploys|service)\.([a-z_]+)", call["call"])}
+    assert named, "the deploy entries are still found"
+    assert not named - defined, f"rbac-rules.yaml names functions that do not exist: {sorted(named - defined)}"
     auth_source = (ROOT / "hcapadmin" / "accounts" / "openshift.py").read_text()
     paths = set(re.findall(r'self\._call\("(?:GET|POST)", "([^"]+)"', auth_source))
     assert paths == {c["request"].split()[1] for c in rbac_rules()["user_token"]}

@@ -22,7 +22,7 @@ def test_dashboard_requires_login(client):
 @pytest.mark.django_db
 def test_base_template_shows_navigation_user_and_role(client_as):
     html = client_as("admin").get("/").content.decode()
-    for item in ("Dashboard", "Backups", "Restores", "Logs", "Migrations", "Jobs", "Audit"):
+    for item in ("Dashboard", "Backups", "Restores", "Deploys", "Logs", "Migrations", "Jobs", "Audit"):
         assert f">{item}</a>" in html
     assert 'data-testid="user-name">admin<' in html
     assert 'data-testid="user-roles">admin<' in html
