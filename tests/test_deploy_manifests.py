@@ -390,8 +390,13 @@ def test_rbac_rules_name_every_kubernetes_call_of_the_driver():
     source = (ROOT / "ops" / "platform" / "openshift.py").read_text()
     called = set(re.findall(r"\.core\(\)\.([a-z_]+)\(", source)) | set(re.findall(r"\bcore\.([a-z_]+)\(", source))
     called |= set(re.findall(r"stream\(self\.core\(\)\.([a-z_]+)", source))
+    # the other API groups' clients (AppsV1Api, BatchV1Api, CustomObjectsApi, AuthorizationV1Api)
+    called |= set(re.findall(r"(?<![\"'.\w])(?:apps|batch|custom|auth|CustomObjectsApi\(self\.api_client\))\.([a-z_]+)",
+                             source))
     assert called, "the pattern still finds the driver's calls"
-    listed = {c["call"].split()[0].split(".")[-1] for c in rbac_rules()["service_account"]}
+    rules = rbac_rules()
+    listed = {c["call"].split()[0].split(".")[-1]
+              for c in rules["service_account"] + rules.get("service_account_default", [])}
     assert called == listed
     auth_source = (ROOT / "hcapadmin" / "accounts" / "openshift.py").read_text()
     paths = set(re.findall(r'self\._call\("(?:GET|POST)", "([^"]+)"', auth_source))

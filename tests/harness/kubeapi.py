@@ -307,6 +307,7 @@ def grant_roles(kube: KubeAPI, namespace: str) -> None:
              "verbs": ["get", "list", "patch"]},
             {"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs/instantiate"], "verbs": ["create"]},
             {"apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": ["get", "list", "patch"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["hcap-patroni"], "verbs": ["get"]},
         ],
         "hcap-reader": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
         "hcap-scaler": [{"apiGroups": ["apps.openshift.io"], "resources": ["deploymentconfigs/scale"],
