@@ -76,13 +76,13 @@ class Scene:
         self.recorded = self.world()
 
     # -- the job ------------------------------------------------------------------------
-    def params(self, *, mode="online", hold=None):
+    def params(self, *, mode="online", hold=None, fail=None):
         size, sha = approve(self.path)
         rel = os.path.relpath(self.path, self.folder)
         params = {"request": None, "target": self.db, "backup": os.path.basename(self.path),
                   "path": f"/backups/{rel}", "size": size, "sha256": sha, "mode": mode, "stamp": STAMP}
-        if hold:
-            params["_hold"] = {"at": hold, "key": self.key}
+        if hold or fail:
+            params["_hold"] = {"at": hold, "key": self.key, "fail": fail}
         return params
 
     @property
@@ -257,9 +257,10 @@ def test_a_leader_other_than_pod_0_is_switched_over_first(scene):
 @pytest.mark.parametrize("mode,command,failed_step,undone", [
     ("online", "sha256sum", "preflight", []),
     ("offline", "backup.sh", "safety_backup", ["quiesce_offline"]),
-    ("online", "gunzip", "load", ["load"]),
-    ("online", "psql", "load", ["load"]),
-    ("online", "switchover", "patroni_single", ["patroni_single", "quiesce", "load"]),
+    # (online, quiesce_offline recorded "skipped": its undo has nothing to put back)
+    ("online", "gunzip", "load", ["load", "quiesce_offline"]),
+    ("online", "psql", "load", ["load", "quiesce_offline"]),
+    ("online", "switchover", "patroni_single", ["patroni_single", "quiesce", "load", "quiesce_offline"]),
 ])
 def test_a_failure_at_a_step_undoes_in_reverse_and_puts_everything_back(scene, mode, command, failed_step, undone):
     s = scene()
@@ -278,6 +279,43 @@ def test_a_failure_at_a_step_undoes_in_reverse_and_puts_everything_back(scene, m
     s.assert_put_back()
     if command == "sha256sum":
         assert s.changes() == []  # refused before changing anything
+
+
+@pytest.mark.parametrize("mode,point,undone", [
+    ("offline", "after:quiesce_offline", ["quiesce_offline"]),
+    ("online", "after:quiesce", ["quiesce", "load", "quiesce_offline"]),
+    ("online", "after:patroni_single", ["patroni_single", "quiesce", "load", "quiesce_offline"]),
+    ("online", "after:cutover", ["cutover", "patroni_single", "quiesce", "load", "quiesce_offline"]),
+    ("online", "after:restore_patroni", ["cutover", "patroni_single", "quiesce", "load", "quiesce_offline"]),
+    ("offline", "after:resume", ["cutover", "patroni_single", "quiesce", "load", "quiesce_offline"]),
+])
+def test_a_failure_after_each_change_is_compensated(scene, mode, point, undone):
+    s = scene()
+    job = s.submit(s.params(mode=mode, fail=point))
+    s.worker()
+    job = s.finished(job)
+    assert job.status == "failed", job.error
+    assert f"test failure injected {point.replace(':', ' ')}" in job.error.lower()
+    assert [n for n in reversed(STEP_NAMES) if statuses(job)[n] == "undone"] == undone
+    s.assert_old()
+    s.assert_put_back()
+
+
+def test_a_member_that_does_not_stream_is_reinitialised_as_a_reported_sub_step(scene):
+    s = scene()
+    s.cluster.new_member_state = "start failed"
+    job = s.submit(s.params())
+    s.worker()
+    job = s.finished(job)
+    assert job.status == "succeeded", job.error
+    back = job.result["steps"]["restore_patroni"]
+    assert back["reinitialised"] == ["hcap-patroni-1", "hcap-patroni-2"] and back["lagging"] == {}
+    assert "Sub-step: reinitialising hcap-patroni-1" in job.log
+    assert [c for c in s.changes() if c[0] == "exec" and "reinit" in c[2]] == [
+        ("exec", "hcap-patroni-0", "patronictl reinit hcap-patroni hcap-patroni-1 --force"),
+        ("exec", "hcap-patroni-0", "patronictl reinit hcap-patroni hcap-patroni-2 --force")]
+    s.assert_restored()
+    s.assert_put_back()
 
 
 # --- worker death, then resume or roll back ------------------------------------------------------

@@ -32,15 +32,19 @@ after a crash knows what to put back; undo always puts back the *recorded*
 state (the server to its recorded replicas, not to 1).  The database
 password is read from the Secret in each step and never stored, logged or
 put in a URL.  Test holds: as ``restore.local`` (``before:<step>``,
-``load``, ``cutover``).
+``load``, ``cutover``); with HCAPADMIN_TESTING on, ``_hold`` may also name
+``"fail": "after:<step>"`` (or ``"before:<step>"``): the step then fails at
+that point, after recording what it did, so tests reach each step's undo.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from types import SimpleNamespace
 
 import psycopg
+from django.conf import settings
 
 from hcapadmin.core.platform import get_driver
 from hcapadmin.jobs.runbook import Step, runbook_kind
@@ -104,6 +108,27 @@ def request_hook(sctx, params: dict, event: str) -> None:
     hook = getattr(local, "mark_request", None)
     if hook is not None:
         hook(sctx, params, event)
+
+
+def _failing_at(params, point: str) -> bool:
+    spec = params.get("_hold") if isinstance(params, dict) else None
+    return bool(spec) and getattr(settings, "TESTING", False) and spec.get("fail") == point
+
+
+def _testable(run, name: str):
+    """``run`` with the test failure points ``before:<name>`` / ``after:<name>``."""
+    @functools.wraps(run)
+    def wrapped(sctx, params):
+        if _failing_at(params, f"before:{name}"):
+            raise OpsError(f"test failure injected before {name}")
+        out = run(sctx, params)
+        if _failing_at(params, f"after:{name}"):
+            if out:
+                sctx.record(**out)
+            raise OpsError(f"test failure injected after {name}")
+        return out
+
+    return wrapped
 
 
 # --- 1. preflight -------------------------------------------------------------------------------
@@ -381,12 +406,22 @@ def _patroni_back(sctx, driver, rec, *, check=None) -> dict:
                 continue
             sctx.log(f"Sub-step: reinitialising {name} with patronictl reinit (it did not catch up: "
                      f"{lagging[name]})")
-            driver.patroni_reinit(name)
-            reinitialised.append(name)
+            _reinit(sctx, driver, name, reinitialised)
         lagging = _wait_streaming(driver, rec["replicas"], check, reinit_broken=False, sctx=sctx, done=reinitialised)
     for name, what in sorted(lagging.items()):
         sctx.log(f"WARNING: Patroni member {name} has not caught up: {what}")
     return {"replicas": rec["replicas"], "reinitialised": reinitialised, "lagging": lagging}
+
+
+def _reinit(sctx, driver, name, done: list) -> None:
+    """One reinit sub-step; a reinit that fails is reported (the member's
+    lag is then in the step's data), it does not undo the restore."""
+    done.append(name)
+    try:
+        driver.patroni_reinit(name)
+        sctx.log(f"  {name}: reinit started")
+    except OpsError as exc:
+        sctx.log(f"  WARNING: {exc}")
 
 
 def _wait_streaming(driver, count, check, *, reinit_broken, sctx, done) -> dict:
@@ -405,8 +440,7 @@ def _wait_streaming(driver, count, check, *, reinit_broken, sctx, done) -> dict:
                 if reinit_broken and state in BROKEN_STATES and m.get("Member") not in done:
                     sctx.log(f"Sub-step: reinitialising {m.get('Member')} with patronictl reinit (Patroni reports it "
                              f"{state})")
-                    driver.patroni_reinit(m.get("Member"))
-                    done.append(m.get("Member"))
+                    _reinit(sctx, driver, m.get("Member"), done)
             elif lag is not None and lag > MAX_LAG_MB:
                 wrong[m.get("Member")] = f"lag {lag} MB"
         if len(members) < count:
@@ -492,13 +526,19 @@ def run_report(sctx, params):
     return out
 
 
+def _with_test_points(steps):
+    from dataclasses import replace
+
+    return [replace(step, run=_testable(step.run, step.name)) for step in steps]
+
+
 SERVER_BACK = ("oc scale <kind from the record step> <server> --replicas=<recorded replicas>; "
                "oc patch cronjob <name> -p '{\"spec\":{\"suspend\":false}}' for each name in this step's "
                "'suspended' list (only those).")
 
 STEPS = runbook_kind("restore.openshift", title="Restore database (OpenShift)", advice=(
     "(resume continues from the step that was running; roll back undoes in reverse order and puts back the "
-    "recorded replicas and CronJobs)"), steps=[
+    "recorded replicas and CronJobs)"), steps=_with_test_points([
     Step("preflight", "Check permissions, the backup in its pod, Patroni and the target", run=run_preflight,
          timeout=3600, cancellable=True, manual="Nothing to undo: the preflight only reads."),
     Step("record", "Record the server's replicas, the active CronJobs and Patroni's members", run=run_record,
@@ -527,4 +567,4 @@ STEPS = runbook_kind("restore.openshift", title="Restore database (OpenShift)", 
          timeout=WAIT_PODS_SECONDS + 120, manual=SERVER_BACK),
     Step("report", "Report downtime, durations, row counts and what was put back", run=run_report, timeout=120,
          manual="Nothing to undo."),
-])
+]))

@@ -63,6 +63,7 @@ class HcapCluster:
         self._lock = threading.Lock()
         self.errors: list[str] = []
         self.server_replicas = server_replicas
+        self.new_member_state = "streaming"  # what a Patroni member created by a scale-up reports
 
     # -- set-up ----------------------------------------------------------------
     def start(self) -> "HcapCluster":
@@ -120,7 +121,7 @@ class HcapCluster:
                 if i >= want and name in have:
                     self._delete(name)
                 elif i < want and name not in have:
-                    status = {"state": "streaming", "role": "replica", "version": "2.1.7",
+                    status = {"state": self.new_member_state, "role": "replica", "version": "2.1.7",
                               "conn_url": f"postgres://10.1.0.{20 + i}:5432/postgres"}
                     self._create(name, dict(PATRONI_LABELS, role="replica"), {"status": json.dumps(status)})
 
