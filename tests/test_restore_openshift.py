@@ -207,7 +207,7 @@ def expected_changes(*, switchover_from=None, offline=False):
 
 # --- end to end ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["online", "offline"])
-def test_a_restore_runs_end_to_end_and_puts_back_what_it_recorded(scene, mode):
+def test_a_restore_runs_end_to_end_and_puts_back_what_it_recorded(scene, mode, client_as):
     s = scene()
     job = s.submit(s.params(mode=mode))
     assert [e["name"] for e in job.runbook["steps"]] == STEP_NAMES
@@ -234,6 +234,13 @@ def test_a_restore_runs_end_to_end_and_puts_back_what_it_recorded(scene, mode):
     secrets_ = [s.pg.password, s.real.portal_token, "hcap-db-password"]
     texts = [job.log, job.error, json.dumps(job.result), json.dumps(job.runbook)]
     texts += [json.dumps([e.action, e.target, e.details]) for e in AuditEvent.objects.all()]
+    client = client_as("admin")
+    pages = [client.get(url) for url in (f"/jobs/{job.pk}/", f"/jobs/{job.pk}/live/", f"/api/v1/jobs/{job.pk}",
+                                         "/jobs/")]
+    pages.append(client_as("auditor").get("/audit/"))
+    assert [p.status_code for p in pages] == [200] * len(pages)
+    assert "hcap-patroni-0" in pages[0].content.decode()  # the page shows the job's steps and log
+    texts += [p.content.decode() for p in pages]
     for text in texts:
         for secret in secrets_:
             assert secret not in text
@@ -319,8 +326,8 @@ def test_a_member_that_does_not_stream_is_reinitialised_as_a_reported_sub_step(s
 
 
 # --- worker death, then resume or roll back ------------------------------------------------------
-@pytest.mark.parametrize("hold,then", [("before:cutover", "roll_back"), ("before:cutover", "resume"),
-                                       ("before:resume", "roll_back")])
+@pytest.mark.parametrize("hold,then", [("load", "resume"), ("before:cutover", "roll_back"),
+                                       ("before:cutover", "resume"), ("before:resume", "roll_back")])
 def test_worker_death_then_resume_or_roll_back(scene, settings, hold, then):
     s = scene()
     job = s.submit(s.params(hold=hold))
@@ -359,3 +366,27 @@ def test_a_service_account_without_a_permission_is_told_which_and_nothing_change
     assert s.changes() == []
     s.assert_old()
     assert s.world() == s.recorded
+
+
+# --- a conflict on a patch is read again and retried -------------------------------------------
+def test_a_409_on_a_patch_reads_again_and_retries(openshift_real):
+    real = openshift_real
+    path = rf"/apis/batch/v1/namespaces/{real.namespace}/cronjobs/hcap-archive-withdrawn"
+    seen = []
+
+    def patch(req):
+        seen.append(req.json)
+        if len(seen) == 1:  # someone else changed the CronJob between the read and this patch
+            return 409, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+                         "code": 409, "message": "the object has been modified; please apply your changes to the "
+                                                 "latest version and try again"}
+        return real.kube.request("PATCH", req.path, token=req.bearer, body=req.json,
+                                 content_type=req.headers["content-type"])
+
+    real.standin.route("PATCH", path, patch)
+    driver = real.driver()
+    states = driver.suspend_cronjobs(["hcap-archive-withdrawn"])
+    assert [st.was_suspended for st in states] == [False] and len(seen) == 2
+    reads = [r for r in real.standin.requests if r.method == "GET" and r.path == path]
+    assert len(reads) == 2  # read again before the second patch
+    assert real.kube.admin("GET", path)["spec"]["suspend"] is True
