@@ -12,7 +12,7 @@ submits it::
     {"request": 12, "target": "hcap", "backup": "<catalog name>", "path": "/backups/.../x.sql.gz",
      "size": 123, "sha256": "<hex>", "mode": "online" | "offline", "stamp": "YYYYMMDDHHMMSS"}
 
-Steps (docs/restores.md, "On OpenShift"): preflight (read-only: the
+Steps (docs/restores-openshift.md): preflight (read-only: the
 service account's permissions, the checksum of the file in the backup pod,
 Patroni's health, the Patroni Secret's credentials, the target) -> record
 (the server's replicas, which CronJobs are active, Patroni's replicas and
