@@ -326,8 +326,10 @@ def test_a_member_that_does_not_stream_is_reinitialised_as_a_reported_sub_step(s
 
 
 # --- worker death, then resume or roll back ------------------------------------------------------
-@pytest.mark.parametrize("hold,then", [("load", "resume"), ("before:cutover", "roll_back"),
-                                       ("before:cutover", "resume"), ("before:resume", "roll_back")])
+@pytest.mark.parametrize("hold,then", [("load", "resume"), ("before:patroni_single", "roll_back"),
+                                       ("before:cutover", "roll_back"), ("cutover", "resume"),
+                                       ("cutover", "roll_back"), ("before:restore_patroni", "resume"),
+                                       ("before:resume", "roll_back")])
 def test_worker_death_then_resume_or_roll_back(scene, settings, hold, then):
     s = scene()
     job = s.submit(s.params(hold=hold))

@@ -193,6 +193,23 @@ def _lag(member) -> float | None:
         return None
 
 
+def leader_psql_version(driver) -> str:
+    """``psql --version`` in the leader pod: the load runs psql there under
+    ``\\restrict``, which older minor releases do not have."""
+    import re
+
+    leader = driver.leader_pod()
+    result = driver.exec(leader, ["psql", "--version"], timeout=60)
+    match = re.search(r"(\d+)\.(\d+)", result.stdout or "")
+    if result.returncode != 0 or not match:
+        raise OpsError(f"cannot read the psql version in pod {leader} (exit {result.returncode})")
+    major, minor = int(match[1]), int(match[2])
+    if major < 13 or (major in restore.PSQL_RESTRICT_MIN and (major, minor) < restore.PSQL_RESTRICT_MIN[major]):
+        raise restore.RestoreRefused(f"psql {major}.{minor} in pod {leader} has no \\restrict; a restore needs "
+                                     "13.22, 14.19, 15.14, 16.10, 17.6 or newer")
+    return f"{major}.{minor}"
+
+
 def run_preflight(sctx, params):
     params = _params(params)
     _hold(sctx, params, "before:preflight")
@@ -208,6 +225,8 @@ def run_preflight(sctx, params):
         raise restore.RestoreRefused(f"the backup {params['backup']} in the backup pod is not the approved file "
                                      "(its sha256 changed since the approval)")
     sctx.log(f"{params['backup']} in the backup pod has the approved sha256")
+    psql = leader_psql_version(driver)
+    sctx.log(f"psql {psql} in the leader pod has \\restrict")
     health = patroni_health(driver)
     sctx.log(f"Patroni healthy: leader {health['leader']}, " + ", ".join(
         f"{m['name']} {m['state']}" for m in health["members"]))
@@ -226,7 +245,7 @@ def run_preflight(sctx, params):
     # Another job on the same database cannot be running: the engine holds the
     # target's lock for the whole runbook (hcapadmin.jobs.locks).
     return {"mode": params["mode"], "lock": sctx.target, "target_oid": int(row[0]), "connection_limit": int(row[1]),
-            "sha256": found, "patroni": health, "server_kind": server.kind}
+            "sha256": found, "patroni": health, "server_kind": server.kind, "psql_version": psql}
 
 
 # --- 2. record ------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ class HcapCluster:
 
     def _patroni_pod(self, pod, argv, ws) -> None:
         if argv[0] == "psql":
-            if self._failing("psql", ws):
+            if argv[1:] != ["--version"] and self._failing("psql", ws):
                 return
             self._psql(argv, ws)
         elif argv[0] == "patronictl":
@@ -286,6 +286,11 @@ class HcapCluster:
             ws.send_channel(3, exit_status(127))
 
     def _psql(self, argv, ws) -> None:
+        if argv[1:] == ["--version"]:
+            return self._run(["psql", "--version"], ws)
+        self._psql_session(argv, ws)
+
+    def _psql_session(self, argv, ws) -> None:
         """psql as the pod's local superuser: the argv's -U (and the socket)
         become the test server's host, port and superuser; stdin is passed
         on as it arrives."""
