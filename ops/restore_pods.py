@@ -3,12 +3,12 @@
 replaced by two commands run by exec.
 
 The backup never leaves the cluster as a file: ``gunzip -c -- <file>`` runs
-in the backup pod and its output streams through the worker, line by line,
+in the backup pod and its output streams through the worker, in chunks,
 into ``psql -X -v ON_ERROR_STOP=1`` run in the Patroni leader pod (on its
 stdin).  In between, everything is exactly the local load: the roles section
 is parsed and applied by ``ops.restore.apply_roles`` (missing roles created,
 existing ones never altered), the dump goes through the same line filter
-(``ops.backups``' meta-command check, ``\\connect`` refused) and COPY counter,
+(``ops.backups``' meta-command check, ``\\connect`` refused, COPY rows counted),
 psql runs under its own ``\\restrict`` key, known-benign Patroni-only
 extensions are skipped and reported, and the load is one transaction whose
 ``COMMIT`` is sent only after the decompressor exited 0, pg_dump's "dump
@@ -20,8 +20,8 @@ with the Secret's superuser), as locally.  Nothing here imports Django.
 
 from __future__ import annotations
 
+import itertools
 import queue
-import secrets
 import threading
 import time
 
@@ -45,9 +45,7 @@ class _PodLines:
         self.stop = threading.Event()
         self.result = None
         self.error: BaseException | None = None
-        self._lines: list[bytes] = []
-        self._at = 0
-        self._partial = b""
+        self._buf = bytearray()
         self._eof = False
         self._thread = threading.Thread(target=self._run, args=(driver, pod, argv, container, timeout), daemon=True)
         self._thread.start()
@@ -79,6 +77,7 @@ class _PodLines:
                 pass
 
     def _fill(self) -> None:
+        """One more chunk of the command's output into the buffer (or the end)."""
         while True:
             try:
                 chunk = self._queue.get(timeout=0.2)
@@ -88,25 +87,18 @@ class _PodLines:
                     raise _Stopped() from None
         if chunk is _SENTINEL:
             self._eof = True
-            if self._partial:
-                self._lines.append(self._partial)
-                self._partial = b""
             return
-        if isinstance(chunk, str):
-            chunk = chunk.encode()
-        parts = (self._partial + chunk).split(b"\n")
-        self._partial = parts.pop()
-        self._lines.extend(part + b"\n" for part in parts)
+        self._buf += chunk.encode() if isinstance(chunk, str) else chunk
 
     def readline(self) -> bytes:
-        while self._at >= len(self._lines):
-            if self._eof:
-                return b""
-            self._lines, self._at = [], 0
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0 or self._eof:
+                end = len(self._buf) if end < 0 else end + 1
+                line = bytes(self._buf[:end])
+                del self._buf[:end]
+                return line
             self._fill()
-        line = self._lines[self._at]
-        self._at += 1
-        return line
 
     def __iter__(self):
         while True:
@@ -114,6 +106,15 @@ class _PodLines:
             if not line:
                 return
             yield line
+
+    def read1(self, size: int) -> bytes:
+        """What has arrived, up to ``size`` bytes, waiting only when nothing has
+        (b"" at the end): the load's reader takes it in chunks."""
+        while not self._buf and not self._eof:
+            self._fill()
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
 
     def close(self, wait: float = 30) -> None:
         self.stop.set()
@@ -150,16 +151,15 @@ class PodLoadStaging(restore.LoadStaging):
     connection needs no password)."""
 
     def __init__(self, conninfo: str, driver, entry, target: str, *, sha256: str, stamp: str, superuser: str,
-                 check=None, log=None, line_filter=restore._meta_command_filter, timeout: float = 6 * 3600):
-        super().__init__(conninfo, entry.path, target, sha256=sha256, stamp=stamp, check=check, log=log,
-                         line_filter=line_filter)
+                 timeout: float = 6 * 3600, **kwargs):
+        # kwargs: LoadStaging's check, log, own_roles, record_roles, after_copy_data, chunk_size
+        super().__init__(conninfo, entry.path, target, sha256=sha256, stamp=stamp, **kwargs)
         self.driver = driver
         self.entry = entry
         self.superuser = superuser
         self.timeout = timeout
 
     def _load(self, staging_oid: int, available: set) -> restore.LoadResult:
-        key = secrets.token_hex(16)
         state = restore._Stream()
         backup_pod = self.driver.backup_pod()
         leader = self.driver.leader_pod()
@@ -168,19 +168,34 @@ class PodLoadStaging(restore.LoadStaging):
                            container=getattr(self.driver, "backup_container", None), timeout=self.timeout)
         sink = _QueueWriter(source.stop)
         threads: list[threading.Thread] = []
-        role_result = {"created": [], "existing": [], "skipped": []}
+        role_result = {"created": [], "existing": [], "skipped": [], "reused": [], "oids": {}}
         try:
             pending, roles = self._read_roles(source)
             self.check()
             if roles is not None:
-                role_result = restore.apply_roles(self.conninfo, restore.parse_roles_section(roles))
-                self._roles_created = list(role_result["created"])
-                self.log(f"Roles: {len(role_result['created'])} created, "
-                         f"{len(role_result['existing'])} already present and left untouched")
+                def record(oids):
+                    # what to drop if anything below fails, known before the roles are committed
+                    self._roles_created, self._role_oids = list(oids), dict(oids)
+                    if self.record_roles is not None:
+                        self.record_roles(dict(oids))
+
+                role_result = restore.apply_roles(self.conninfo, restore.parse_roles_section(roles),
+                                                  own=self.own_roles, record=record)
+                self._roles_created, self._role_oids = list(role_result["created"]), dict(role_result["oids"])
+                reused = role_result["reused"]
+                self.log(f"Roles: {len(role_result['created']) - len(reused)} created, "
+                         + (f"{len(reused)} created by an earlier run of this restore reused, " if reused else "")
+                         + f"{len(role_result['existing'])} already present and left untouched")
+            if self.line_filter is not None:
+                raw = restore.LineSource(self.line_filter(itertools.chain(pending, source)))
+            else:
+                raw = restore._Source(b"".join(pending), source)
+            reader = restore._LoadReader(raw, benign_extensions=self.benign_extensions, available=available,
+                                         chunk_size=self.chunk_size)
 
             def pump():
                 try:
-                    self._pump(pending, source, sink, state, available)
+                    self._pump(reader, sink, state)
                 finally:
                     try:
                         sink.write(_SENTINEL)
@@ -193,7 +208,7 @@ class PodLoadStaging(restore.LoadStaging):
             marker_holder: dict = {}
 
             def stdin():
-                yield f"\\restrict {key}\nBEGIN;\n".encode()
+                yield reader.preamble + b"BEGIN;\n"
                 last_log = time.monotonic()
                 while True:
                     try:
@@ -206,7 +221,7 @@ class PodLoadStaging(restore.LoadStaging):
                     if time.monotonic() - last_log > 5:
                         last_log = time.monotonic()
                         self.log(f"  {state.bytes / 1e6:,.0f} MB of SQL loaded")
-                marker_holder["text"] = self._finish(source, state, role_result)
+                marker_holder["text"] = self._finish(source, state, reader, role_result)
                 yield marker_holder["text"]
 
             argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-U", self.superuser, "-d", self.staging]
@@ -218,24 +233,25 @@ class PodLoadStaging(restore.LoadStaging):
                 raise restore.RestoreFailed("loading the dump stopped: "
                                             + (found[0] if found else (result.stderr or "").strip()[-300:]
                                                or f"psql in pod {leader} exited {result.returncode}"))
-            self.log(f"Loaded {state.bytes / 1e6:,.1f} MB of SQL, {len(state.copy_rows)} tables, "
-                     f"{sum(state.copy_rows.values()):,} rows")
-            for item in state.benign:
+            self.log(f"Loaded {state.bytes / 1e6:,.1f} MB of SQL, {len(reader.copy_rows)} tables, "
+                     f"{sum(reader.copy_rows.values()):,} rows")
+            for item in reader.benign:
                 self.log(f"  skipped (known benign): {item}")
-            return self._result(staging_oid, state, role_result)
+            return self._result(staging_oid, state, reader, role_result)
         finally:
             source.close()
             for thread in threads:
                 thread.join(timeout=30)
 
-    def _result(self, staging_oid, state, role_result) -> restore.LoadResult:
+    def _result(self, staging_oid, state, reader, role_result) -> restore.LoadResult:
         return restore.LoadResult(target=self.target, staging=self.staging, staging_oid=staging_oid,
                                   stamp=self.stamp, backup=self.entry.name, sha256=self.sha256,
-                                  roles_created=role_result["created"], roles_existing=role_result["existing"],
-                                  roles_statements_skipped=role_result["skipped"], benign_skipped=state.benign,
-                                  copy_rows=state.copy_rows, sql_bytes=state.bytes)
+                                  roles_created=role_result["created"], role_oids=role_result["oids"],
+                                  roles_existing=role_result["existing"],
+                                  roles_statements_skipped=role_result["skipped"], benign_skipped=reader.benign,
+                                  copy_rows=reader.copy_rows, sql_bytes=state.bytes)
 
-    def _finish(self, source: _PodLines, state, role_result) -> bytes:
+    def _finish(self, source: _PodLines, state, reader, role_result) -> bytes:
         """After the last line: every condition for COMMIT, then the marker
         and COMMIT itself (raising here leaves the transaction uncommitted)."""
         import json
@@ -256,16 +272,17 @@ class PodLoadStaging(restore.LoadStaging):
             raise restore.RestoreFailed("the file is truncated or corrupt ("
                                         + (text.splitlines()[-1][:200] if text else
                                            f"gunzip exit {getattr(source.result, 'returncode', '?')}") + ")")
-        if state.in_copy or not state.complete:
+        if reader.in_copy or not reader.complete:
             raise restore.RestoreFailed("the file ends before pg_dump's 'dump complete' line: it is truncated")
         now = self.driver.backup_checksum(self.entry, check=self.check)
         if now != self.sha256:
             raise restore.RestoreFailed("the backup file in its pod no longer has the approved sha256; "
                                         "nothing loaded")
-        result = self._result(0, state, role_result)
+        result = self._result(0, state, reader, role_result)
         marker = json.dumps({restore.MARKER_KEY: {k: v for k, v in asdict(result).items()
                                                   if k in ("target", "staging", "stamp", "backup", "sha256",
-                                                           "roles_created", "roles_existing", "benign_skipped",
+                                                           "roles_created", "role_oids", "roles_existing",
+                                                           "benign_skipped",
                                                            "copy_rows", "sql_bytes")}},
                             separators=(",", ":"))
         self.check()  # the last moment a cancel still leaves nothing behind

@@ -79,7 +79,7 @@ class Scene:
     def params(self, *, mode="online", hold=None, fail=None):
         size, sha = approve(self.path)
         rel = os.path.relpath(self.path, self.folder)
-        params = {"request": None, "target": self.db, "backup": os.path.basename(self.path),
+        params = {"target": self.db, "backup": os.path.basename(self.path),
                   "path": f"/backups/{rel}", "size": size, "sha256": sha, "mode": mode, "stamp": STAMP}
         if hold or fail:
             params["_hold"] = {"at": hold, "key": self.key, "fail": fail}

@@ -318,10 +318,10 @@ def run_safety_backup(sctx, params):
             "kind": entry.kind, "before_restore_of": params["backup"]}
 
 
-def _load(sctx, params, driver, conninfo, creds, *, check=None, log=None):
+def _load(sctx, params, driver, conninfo, creds, *, check=None, log=None, **kwargs):
     return PodLoadStaging(conninfo, driver, _entry(params), params["target"], sha256=params["sha256"],
                           stamp=params["stamp"], superuser=creds.user, check=check, log=log or sctx.log,
-                          line_filter=_held_filter(sctx, params))
+                          after_copy_data=_held_filter(sctx, params), **kwargs)
 
 
 def run_load(sctx, params):
@@ -331,7 +331,15 @@ def run_load(sctx, params):
     conninfo, creds = _conninfo(driver, params)
     staging = restore.staging_name(params["target"], params["stamp"])
     sctx.record(staging=staging)  # before it exists, so an undo after a crash looks for it
-    return _load(sctx, params, driver, conninfo, creds, check=sctx.check_cancelled).run().as_dict()
+    # roles an earlier run of this step created (its worker died): this restore's own, reused
+    own = dict(sctx.data.get("role_oids") or {})
+
+    def record_roles(oids):
+        # saved before the roles are committed, so an undo after a crash drops exactly these
+        sctx.record(role_oids={**own, **oids})
+
+    return _load(sctx, params, driver, conninfo, creds, check=sctx.check_cancelled, own_roles=own,
+                 record_roles=record_roles).run().as_dict()
 
 
 def undo_load(sctx, params):
@@ -343,10 +351,11 @@ def undo_load(sctx, params):
     if not data.get("staging_oid"):
         with psycopg.connect(conninfo, autocommit=True) as conn:
             row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (staging,)).fetchone()
+        data.update(target=params["target"], staging=staging, staging_oid=int(row[0]) if row else 0)
         if row is None:
-            sctx.log(f"{staging} does not exist: nothing to drop")
-            return
-        data.update(target=params["target"], staging=staging, staging_oid=int(row[0]))
+            sctx.log(f"{staging} does not exist")
+            if not data.get("role_oids"):
+                return
     done = _load(sctx, params, driver, conninfo, creds).undo(data)
     sctx.record(undone=True, roles_dropped=done.roles_dropped, roles_kept=done.roles_kept)
 
