@@ -149,16 +149,16 @@ def test_logs_indexes_command_reports_and_applies(filled, source):
 
     out = io.StringIO()
     call_command("logs_indexes", "--source", "hcap", stdout=out)
-    assert "timestamp_-1 MISSING" in out.getvalue() and "--apply" in out.getvalue()
+    assert "timestamp_-1__id_-1 MISSING" in out.getvalue() and "--apply" in out.getvalue()
     out = io.StringIO()
     call_command("logs_indexes", "--apply", "--source", "hcap", stdout=out)
-    assert "created level_1_timestamp_-1" in out.getvalue()
+    assert "created level_1_timestamp_-1__id_-1" in out.getvalue()
     assert logs.missing_indexes(source) == []
     from hcapadmin.audit.models import AuditEvent
 
     event = AuditEvent.objects.get(action="logs.indexes_created")
     assert event.actor.startswith("manage.py (") and event.target == f"viewtests.{source.name}"
-    assert sorted(event.details["indexes"]) == ["level_1_timestamp_-1", "timestamp_-1"]
+    assert sorted(event.details["indexes"]) == ["level_1_timestamp_-1__id_-1", "timestamp_-1__id_-1"]
 
 
 @pytest.mark.django_db
