@@ -148,6 +148,8 @@ def _page_figures(client, label: str, coll, *, max_time_ms: int, repeats: int, b
     sources = {"hcap": (coll.database.name, coll.name)}
     with override_settings(LOG_SOURCES=sources, LOG_MAX_TIME_MS=max_time_ms):
         _fresh_portal_client()  # its socket timeout follows LOG_MAX_TIME_MS
+        # Other processes' load shows in every figure of a shared machine.
+        _log(f"{label}: load average before its figures: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         for name, extra in (("no filter", {}), ("level=error", {"level": "error"})):
             for what, path in (("rows", "/logs/"), ("histogram", "/logs/histogram")):
                 def get():
