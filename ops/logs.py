@@ -64,10 +64,15 @@ MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 SORT_DESC = [("timestamp", DESCENDING), ("_id", DESCENDING)]
 SORT_ASC = [("timestamp", ASCENDING), ("_id", ASCENDING)]
-# Indexes the browser needs: (name, key spec).
+# Indexes the browser needs: (name, key spec).  On MongoDB each serves the
+# rows' sort (timestamp, then _id) whole, after an optional level equality:
+# a first or keyset page reads one index range and stops at the page's end.
+# An index on timestamp alone would not: the _id tie-break would make every
+# sorted query read all matching documents to sort them.  The histogram's
+# per-bucket counts use the same indexes' (level,) timestamp prefix.
 REQUIRED_INDEXES = (
-    ("timestamp_-1", [("timestamp", DESCENDING)]),
-    ("level_1_timestamp_-1", [("level", ASCENDING), ("timestamp", DESCENDING)]),
+    ("timestamp_-1__id_-1", [("timestamp", DESCENDING), ("_id", DESCENDING)]),
+    ("level_1_timestamp_-1__id_-1", [("level", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING)]),
 )
 # Bucket widths the histogram may use, smallest first.
 BUCKET_SIZES = (

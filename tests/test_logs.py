@@ -424,8 +424,8 @@ def test_refused_connection_is_reported_unavailable_within_seconds():
 # --- indexes and demo data -----------------------------------------------------------------------
 def test_index_report_and_creation(coll):
     coll.insert_one(_doc(NOW))
-    assert logs.missing_indexes(coll) == ["timestamp_-1", "level_1_timestamp_-1"]
-    assert logs.ensure_indexes(coll) == ["timestamp_-1", "level_1_timestamp_-1"]
+    assert logs.missing_indexes(coll) == ["timestamp_-1__id_-1", "level_1_timestamp_-1__id_-1"]
+    assert logs.ensure_indexes(coll) == ["timestamp_-1__id_-1", "level_1_timestamp_-1__id_-1"]
     assert logs.missing_indexes(coll) == []
     assert logs.ensure_indexes(coll) == []
 

@@ -12,6 +12,7 @@ import pytest
 from bson import ObjectId
 
 from ops import logs
+from tests.test_logs_views import page_text
 
 UTC = timezone.utc
 
@@ -50,7 +51,7 @@ def test_edge_times_are_400_everywhere(client_as, source, value, param):
         for tz in ("America/Vancouver", "Pacific/Kiritimati", "UTC"):
             r = client.get(path, {param: value, "tz": tz})
             assert r.status_code == 400, (path, param, value, tz, r.status_code)
-            body = r.content.decode()
+            body = page_text(r)
             assert param in body
 
 
@@ -156,7 +157,7 @@ def test_undated_documents_through_page_api_and_detail(client_as, source):
     url = "/logs/?range=all&limit=2"
     ids = []
     while url:
-        html = client.get(url).content.decode()
+        html = page_text(client.get(url))
         ids += re.findall(r'data-id="([0-9a-f]{24})"', html)
         m = re.search(r'href="([^"]+)" rel="next"', html)
         url = m.group(1).replace("&amp;", "&") if m else None

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from bson import ObjectId
-from pymongo import MongoClient
+from pymongo import MongoClient, monitoring
 
 from ops import logs
 
@@ -55,7 +55,7 @@ def test_mongodb_plan_is_one_indexed_aggregation_per_bucket():
     assert len(plan.queries) == len(plan.edges)
     for (start, end), query in zip(plan.edges, plan.queries):
         assert query == {"op": "aggregate", "hint": None, "pipeline": [
-            # Flat: an equality and a range the level_1_timestamp_-1 index serves.
+            # Flat: an equality and a range the level_1_timestamp_-1__id_-1 index serves.
             {"$match": {"timestamp": {"$gte": start, "$lt": end}, "level": "error"}},
             {"$group": {"_id": "$level", "n": {"$sum": 1}}},
         ]}
@@ -110,3 +110,60 @@ def test_empty_range_has_no_queries():
     for server in (logs.MONGODB, logs.FERRETDB):
         plan = logs.histogram_plan(flt, now=NOW, server=server)
         assert plan.edges == [] and plan.queries == []
+
+
+class _Sent(monitoring.CommandListener):
+    """The find commands a client sends, as the server receives them."""
+
+    def __init__(self):
+        self.finds = []
+
+    def started(self, event):
+        if event.command_name == "find":
+            self.finds.append(event.command)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+
+def _served_by_an_index(command) -> bool:
+    """MongoDB reads a sorted find as one index range, in order, when an
+    index is the filter's equality fields followed by the sort's keys (or
+    all of those reversed)."""
+    equal = [(k, 1) for k, v in command["filter"].items() if k == "level" and isinstance(v, str)]
+    wanted = equal + list(command["sort"].items())
+    flipped = equal + [(k, -d) for k, d in command["sort"].items()]
+    specs = [[(k, int(d)) for k, d in spec] for _name, spec in logs.REQUIRED_INDEXES]
+    return wanted in specs or flipped in specs
+
+
+@pytest.mark.parametrize("params", [{"range": "24h"}, {"range": "24h", "level": "error"}])
+def test_rows_queries_as_sent_and_the_indexes_that_serve_them(coll, mongo_url, params):
+    """The rows' queries are the same on both servers: a flat filter, the
+    listing's sort, the page size plus one, maxTimeMS, no hint and no
+    projection; each sort is served whole by one of the required indexes."""
+    sent = _Sent()
+    client = MongoClient(mongo_url, tz_aware=True, event_listeners=[sent])
+    try:
+        c = client[coll.database.name][coll.name]
+        flt = logs.parse_filter(params, now=NOW)
+        first = logs.fetch_page(c, flt, limit=10, max_time_ms=60_000)
+        logs.fetch_page(c, flt, before=first.older, limit=10, max_time_ms=60_000)
+        logs.fetch_page(c, flt, after=first.older, limit=10, max_time_ms=60_000)
+    finally:
+        client.close()
+    level = {"level": params["level"]} if "level" in params else {}
+    head, older, newer = sent.finds
+    assert head["filter"] == {"timestamp": {"$gte": flt.since}, **level}
+    assert older["filter"] == {"timestamp": {"$gte": flt.since, "$lte": first.older.timestamp}, **level}
+    assert newer["filter"] == {"timestamp": {"$gte": first.older.timestamp}, **level}
+    assert list(head["sort"].items()) == list(older["sort"].items()) == [("timestamp", -1), ("_id", -1)]
+    assert list(newer["sort"].items()) == [("timestamp", 1), ("_id", 1)]
+    assert head["limit"] == 11 and older["limit"] >= 11 and newer["limit"] >= 11
+    for command in sent.finds:
+        assert command["maxTimeMS"] == 60_000
+        assert "hint" not in command and "projection" not in command and "skip" not in command
+        assert _served_by_an_index(command), command

@@ -19,6 +19,14 @@ from ops import logs
 UTC = timezone.utc
 
 
+def page_text(response) -> str:
+    """A response's body as text; the log page streams (its rows follow the
+    part above them, see hcapadmin.logbrowser.views.logs_page)."""
+    if response.streaming:
+        return b"".join(response.streaming_content).decode()
+    return response.content.decode()
+
+
 @pytest.fixture
 def source(mclient, settings):
     """Point the portal's default source at a fresh collection."""
@@ -60,7 +68,7 @@ def test_page_lists_newest_first_with_local_and_utc_times(client_as, filled):
     client = client_as("viewer")
     r = client.get("/logs/", {"tz": "America/Vancouver"})
     assert r.status_code == 200
-    html = r.content.decode()
+    html = page_text(r)
     rows = html.count('class="log-row')
     assert rows == 50
     first = filled[0]
@@ -70,7 +78,7 @@ def test_page_lists_newest_first_with_local_and_utc_times(client_as, filled):
     assert local.strftime("%Y-%m-%d %H:%M:%S") in html
     assert 'class="log-level lv-error"' in html
     assert "<details>" in html and "second line 0" in html
-    assert 'hx-get="/logs/histogram?' in html
+    assert 'data-url="/logs/histogram?' in html
     assert "Export" not in html  # viewers cannot export
 
 
@@ -85,7 +93,7 @@ def test_page_pagination_older_and_newer_links(client_as, filled):
     while url:
         r = client.get(url)
         assert r.status_code == 200
-        html = r.content.decode()
+        html = page_text(r)
         ids = re.findall(r'data-id="([0-9a-f]{24})"', html)
         pages.append((url, ids))
         seen += ids
@@ -93,9 +101,9 @@ def test_page_pagination_older_and_newer_links(client_as, filled):
         url = m.group(1).replace("&amp;", "&") if m else None
     assert seen == [str(d["_id"]) for d in filled]
     # "Newer" from the last page leads back to the page before it.
-    last_html = client.get(pages[-1][0]).content.decode()
+    last_html = page_text(client.get(pages[-1][0]))
     newer = re.search(r'href="([^"]+)" rel="prev"', last_html).group(1).replace("&amp;", "&")
-    back = re.findall(r'data-id="([0-9a-f]{24})"', client.get(newer).content.decode())
+    back = re.findall(r'data-id="([0-9a-f]{24})"', page_text(client.get(newer)))
     assert back == pages[-2][1]
 
 
@@ -103,7 +111,7 @@ def test_page_pagination_older_and_newer_links(client_as, filled):
 def test_filters_live_in_the_url(client_as, filled):
     client = client_as("viewer")
     r = client.get("/logs/", {"level": ["error", "warn"], "label": "hcap-server", "q": "MESSAGE 1", "range": "24h"})
-    html = r.content.decode()
+    html = page_text(r)
     want = [d for d in filled if d["level"] in ("error", "warn") and d.get("label") == "hcap-server"
             and "message 1" in d["message"]]
     assert want and html.count('class="log-row') == len(want)
@@ -119,20 +127,20 @@ def test_meta_box_redirects_to_meta_params(client_as, filled):
     r = client.get("/logs/", {"meta": "req.status=500\n n = 3 ", "range": "24h", "q": ""})
     assert r.status_code == 302
     assert r["Location"].startswith("/logs/?") and "meta.req.status=500" in r["Location"] and "q=" not in r["Location"]
-    html = client.get(r["Location"]).content.decode()
+    html = page_text(client.get(r["Location"]))
     want = [d for d in filled if d.get("meta", {}).get("req", {}).get("status") == 500 and d["meta"]["n"] == 3]
     assert html.count('class="log-row') == len(want) == 1
     assert client.get("/logs/", {"meta": "no equals sign"}).status_code == 400
     r = client.get("/logs/", {"meta.$where": "1"})
-    assert r.status_code == 400 and "meta key" in r.content.decode()
+    assert r.status_code == 400 and "meta key" in page_text(r)
 
 
 @pytest.mark.django_db
 def test_missing_index_warning_for_admins_only(client_as, filled, source):
-    assert "Indexes missing" in client_as("admin").get("/logs/").content.decode()
-    assert "Indexes missing" not in client_as("viewer").get("/logs/").content.decode()
+    assert "Indexes missing" in page_text(client_as("admin").get("/logs/"))
+    assert "Indexes missing" not in page_text(client_as("viewer").get("/logs/"))
     logs.ensure_indexes(source)
-    assert "Indexes missing" not in client_as("admin").get("/logs/").content.decode()
+    assert "Indexes missing" not in page_text(client_as("admin").get("/logs/"))
 
 
 @pytest.mark.django_db
@@ -141,16 +149,16 @@ def test_logs_indexes_command_reports_and_applies(filled, source):
 
     out = io.StringIO()
     call_command("logs_indexes", "--source", "hcap", stdout=out)
-    assert "timestamp_-1 MISSING" in out.getvalue() and "--apply" in out.getvalue()
+    assert "timestamp_-1__id_-1 MISSING" in out.getvalue() and "--apply" in out.getvalue()
     out = io.StringIO()
     call_command("logs_indexes", "--apply", "--source", "hcap", stdout=out)
-    assert "created level_1_timestamp_-1" in out.getvalue()
+    assert "created level_1_timestamp_-1__id_-1" in out.getvalue()
     assert logs.missing_indexes(source) == []
     from hcapadmin.audit.models import AuditEvent
 
     event = AuditEvent.objects.get(action="logs.indexes_created")
     assert event.actor.startswith("manage.py (") and event.target == f"viewtests.{source.name}"
-    assert sorted(event.details["indexes"]) == ["level_1_timestamp_-1", "timestamp_-1"]
+    assert sorted(event.details["indexes"]) == ["level_1_timestamp_-1__id_-1", "timestamp_-1__id_-1"]
 
 
 @pytest.mark.django_db
@@ -158,7 +166,7 @@ def test_source_selector(client_as, filled, mclient, settings):
     db, name = settings.LOG_SOURCES["other"]
     mclient[db][name].insert_one({"timestamp": datetime.now(UTC), "level": "warn", "message": "from the other source"})
     client = client_as("viewer")
-    html = client.get("/logs/", {"source": "other"}).content.decode()
+    html = page_text(client.get("/logs/", {"source": "other"}))
     assert "from the other source" in html and html.count('class="log-row') == 1
     assert client.get("/logs/", {"source": "nope"}).status_code == 400
     assert client.get("/api/v1/logs", {"source": "other"}).json()["items"][0]["message"] == "from the other source"
@@ -170,7 +178,7 @@ def test_histogram_partial_counts_and_narrowing_links(client_as, filled, source)
     client = client_as("viewer")
     r = client.get("/logs/histogram", {"range": "1h", "level": "error"})
     assert r.status_code == 200
-    html = r.content.decode()
+    html = page_text(r)
     expected = sum(1 for d in filled if d["level"] == "error" and d["timestamp"] >= datetime.now(UTC) - timedelta(hours=1))
     assert f"{expected} matching documents" in html
     assert "<svg" in html and 'class="hist-error"' in html and 'class="hist-info"' not in html
@@ -187,17 +195,17 @@ def test_follow_returns_only_new_matching_rows(client_as, filled, source):
     import re
 
     client = client_as("viewer")
-    html = client.get("/logs/", {"range": "1h", "level": "error", "follow": "1"}).content.decode()
+    html = page_text(client.get("/logs/", {"range": "1h", "level": "error", "follow": "1"}))
     poll = re.search(r'id="follow-poller" hx-get="([^"]+)" hx-trigger="every \d+s"', html).group(1).replace("&amp;", "&")
     r = client.get(poll)
-    assert r.status_code == 200 and 'class="log-row' not in r.content.decode()
+    assert r.status_code == 200 and 'class="log-row' not in page_text(r)
     new_error = {"_id": ObjectId(), "timestamp": datetime.now(UTC) + timedelta(seconds=1), "level": "error", "message": "NEW ONE"}
     source.insert_many([new_error, {"timestamp": datetime.now(UTC) + timedelta(seconds=1), "level": "info", "message": "not me"}])
-    body = client.get(poll).content.decode()
+    body = page_text(client.get(poll))
     assert 'hx-swap-oob="afterbegin:#log-rows"' in body and "NEW ONE" in body and "not me" not in body
     next_poll = re.search(r'hx-get="([^"]+)"', body).group(1).replace("&amp;", "&")
     assert next_poll != poll
-    assert "NEW ONE" not in client.get(next_poll).content.decode()
+    assert "NEW ONE" not in page_text(client.get(next_poll))
 
 
 @pytest.mark.django_db
@@ -206,7 +214,7 @@ def test_detail_view_pretty_json_copy_and_minute_link(client_as, filled):
     doc = filled[3]
     r = client.get(f"/logs/entry/{doc['_id']}/", {"tz": "UTC"})
     assert r.status_code == 200
-    html = r.content.decode()
+    html = page_text(r)
     assert 'class="highlight"' in html and "Copy JSON" in html
     assert '<span class="nt">"message"</span>' in html  # Pygments token markup
     minute = doc["timestamp"].replace(second=0)
@@ -238,7 +246,7 @@ def test_export_ndjson_and_csv_are_audited(client_as, filled, settings):
     assert AuditEvent.objects.filter(action="logs.export").count() == 2
     assert client_as("viewer").get("/logs/export", {"format": "csv"}).status_code == 403
     refused = client_as("admin").get("/logs/export", {"format": "csv", "level": "fatal"})
-    assert refused.status_code == 400 and "level: expected one of" in refused.content.decode()
+    assert refused.status_code == 400 and "level: expected one of" in page_text(refused)
     event = AuditEvent.objects.filter(action="logs.export").first()
     assert event.outcome == "failure" and "level" in event.details["error"]
 
@@ -340,6 +348,8 @@ def test_hostile_strings_never_500(client_as, filled, values, meta_key, api):
     path = "/api/v1/logs" if api else "/logs/"
     r = client.get(path, params)
     assert r.status_code in (200, 302, 400), (path, params, r.status_code)
+    if r.streaming:
+        assert "log-error" not in page_text(r)  # the streamed rows must not fail half-way either
     if api and r.status_code == 400:
         assert "error" in r.json()
     if r.status_code == 200 and api:
@@ -395,10 +405,13 @@ def test_mongo_not_answering_gives_clear_error_within_seconds(client_as, silent_
 
     client = client_as("admin")
     r = client.get("/logs/")
+    # The page's status line goes out before its rows are queried (it streams):
+    # the reason stands in place of the rows.
+    assert r.status_code == 200 and 'data-testid="log-error">' in (body := page_text(r))
+    assert "cannot be reached" in body and 'class="log-table' not in body
     # it gives up after the configured connect timeout (not timed here: that depends on the machine)
     options = mongo._clients[settings.MONGO_URL].options
     assert options.server_selection_timeout == 1.5 and options.pool_options.connect_timeout == 1.5
-    assert r.status_code == 503 and "cannot be reached" in r.content.decode()
     r = client.get("/api/v1/logs")
     assert r.status_code == 503 and "cannot be reached" in r.json()["error"]
     assert silent_mongo, "never connected to the silent server"
@@ -411,10 +424,11 @@ def test_query_timeout_is_reported_not_500(client_as, source, settings):
     settings.LOG_MAX_TIME_MS = 1
     client = client_as("viewer")
     r = client.get("/logs/", {"q": "message"})
-    assert r.status_code == 504 and "Narrow the time range" in r.content.decode()
+    assert r.status_code == 200 and "Narrow the time range" in (body := page_text(r))
+    assert 'data-testid="log-error">' in body and 'class="log-table' not in body
     r = client.get("/api/v1/logs", {"q": "message"})
     assert r.status_code == 504 and "Narrow the time range" in r.json()["error"]
-    assert "Narrow the time range" in client.get("/logs/histogram", {"range": "24h"}).content.decode()
+    assert "Narrow the time range" in page_text(client.get("/logs/histogram", {"range": "24h"}))
 
 
 # --- browser ----------------------------------------------------------------------------------------------
@@ -531,4 +545,56 @@ def test_entry_page_reads_source_and_tz_through_its_form(client_as, filled):
     doc = filled[0]
     for params, reason in (({"tz": "Mars/Olympus"}, "tz: unknown time zone"), ({"source": "nope"}, "source:")):
         r = client.get(f"/logs/entry/{doc['_id']}/", params)
-        assert r.status_code == 400 and "<title>Bad request" in r.content.decode() and reason in r.content.decode()
+        assert r.status_code == 400 and "<title>Bad request" in page_text(r) and reason in page_text(r)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_histogram_arrives_while_rows_are_held(login_page_as, source, monkeypatch):
+    """The histogram's request does not wait for the rows: with the rows
+    query held in the live server (same process, its own request thread),
+    the chart still arrives; the rows follow once released."""
+    import threading
+
+    source.insert_many(_docs(20))
+    page = login_page_as("admin")
+    entered, release = threading.Event(), threading.Event()
+    real = logs.fetch_page
+
+    def held(*args, **kwargs):
+        entered.set()
+        release.wait(120)  # failure guard only: the test releases it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(logs, "fetch_page", held)
+    try:
+        page.goto("/logs/?range=1h", wait_until="commit")
+        page.locator("#histogram svg").wait_for()
+        assert entered.is_set() and page.locator("tr.log-row").count() == 0
+        assert page.evaluate("document.readyState") == "loading"  # the rows' part has not come
+    finally:
+        release.set()
+    page.locator("tr.log-row").first.wait_for()
+    page.wait_for_load_state("load")
+    assert page.locator("tr.log-row").count() == 20
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_browser_rows_arrive_while_histogram_is_held(login_page_as, source):
+    """And the other way round: with the histogram's response withheld by
+    the browser, the page and its rows load completely."""
+    source.insert_many(_docs(20))
+    page = login_page_as("admin")
+    held = []
+    page.route("**/logs/histogram?*", lambda route: held.append(route))
+    page.goto("/logs/?range=1h")  # returns at the load event: the whole page, rows included
+    assert page.locator("tr.log-row").count() == 20
+    for _ in range(600):  # the intercepted request reaches this side as an event; a failure guard only
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1 and page.locator("#histogram").get_by_text("Loading histogram").count() == 1
+    held[0].continue_()
+    page.locator("#histogram svg").wait_for()
+    assert "20 matching documents" in page.locator("#histogram figcaption").inner_text()

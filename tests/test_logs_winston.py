@@ -22,6 +22,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from ops import logs
+from tests.test_logs_views import page_text
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,7 +221,7 @@ def test_every_filter_on_winston_documents(client_as, source):
 def test_page_detail_and_histogram_show_winston_documents(client_as, source):
     coll, docs, started, finished = source
     client = client_as("viewer")
-    page = client.get("/logs/", {"range": "24h", "tz": "UTC"}).content.decode()
+    page = page_text(client.get("/logs/", {"range": "24h", "tz": "UTC"}))
     assert page.count('class="log-row') == len(docs)
     assert html.escape(STRANGE) in page
     slow = next(d for d in docs if d["message"] == "Slow request")
@@ -229,14 +230,14 @@ def test_page_detail_and_histogram_show_winston_documents(client_as, source):
     for doc in docs:
         detail = client.get(f"/logs/entry/{doc['_id']}/", {"tz": "UTC"})
         assert detail.status_code == 200
-        body = detail.content.decode()
+        body = page_text(detail)
         assert html.escape(doc["message"].splitlines()[0]) in body
         if "metadata" in doc:
             shown = json.dumps(logs.jsonable(doc["metadata"]), indent=2, ensure_ascii=False, sort_keys=True)
             assert html.escape(shown) in body
-    meta_page = client.get("/logs/", {"range": "24h", "meta.req.status": "500"}).content.decode()
+    meta_page = page_text(client.get("/logs/", {"range": "24h", "meta.req.status": "500"}))
     assert meta_page.count('class="log-row') == 2
-    hist = client.get("/logs/histogram", {"range": "1h"}).content.decode()
+    hist = page_text(client.get("/logs/histogram", {"range": "1h"}))
     assert f"{len(docs)} matching documents" in hist
     legend = re.search(r'<p class="hist-legend">(.*?)</p>', hist, re.S).group(1)
     assert "■ error 2" in legend and "■ info" in legend and "□ debug (none)" in legend and "□ http (none)" in legend

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.http import Http404, HttpResponseRedirect, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.urls import reverse
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
@@ -34,6 +36,10 @@ UTC = timezone.utc
 PRESET_CHOICES = (("15m", "Last 15 minutes"), ("1h", "Last hour"), ("24h", "Last 24 hours"),
                   ("7d", "Last 7 days"), ("all", "All time"))
 HISTOGRAM_FRAME = Frame(width=960, height=120)
+# Where the log page's rows go (see logs_page).  It starts with "<", which
+# autoescaping turns into "&lt;" in every value a person gave, so the marker
+# occurs once: where the template puts it.
+RESULTS_SLOT = mark_safe("<!-- log rows -->")
 
 
 class _Request:
@@ -230,10 +236,7 @@ def logs_page(request):
         try:
             ctx["missing_indexes"] = logs.missing_indexes(parsed.collection, max_time_ms=settings.LOG_MAX_TIME_MS)
         except (LogUnavailable, LogQueryTimeout):
-            pass  # the page query below reports the outage
-    page = logs.fetch_page(parsed.collection, parsed.filter, before=parsed.before, after=parsed.after,
-                           limit=parsed.limit, max_time_ms=settings.LOG_MAX_TIME_MS)
-    ctx.update(_page_context(request, parsed, page))
+            pass  # the rows query reports the outage
     ctx["histogram_url"] = parsed.url("logs-histogram") if parsed.filter.since else None
     ctx["can_export"] = request.principal.has_perm("operate")
     ctx["export_ndjson"] = parsed.url("logs-export", format="ndjson")
@@ -242,7 +245,26 @@ def logs_page(request):
     ctx["follow_toggle_url"] = parsed.url() if parsed.follow else parsed.url(follow="1")
     ctx["following"] = parsed.follow
     ctx["follow_seconds"] = settings.LOG_FOLLOW_SECONDS
-    return render(request, "logbrowser/list.html", ctx)
+    ctx["results_slot"] = RESULTS_SLOT
+    above, below = render_to_string("logbrowser/list.html", ctx, request=request).split(RESULTS_SLOT)
+
+    def stream():
+        # The part above the rows goes out before the rows are queried: the
+        # browser starts the histogram's request while the rows load.
+        yield above
+        try:
+            page = logs.fetch_page(parsed.collection, parsed.filter, before=parsed.before, after=parsed.after,
+                                   limit=parsed.limit, max_time_ms=settings.LOG_MAX_TIME_MS)
+            results = {**ctx, **_page_context(request, parsed, page)}
+        except OpsError as exc:
+            # The status line has gone out: the reason takes the rows' place.
+            results = {**ctx, "rows_error": str(exc)}
+        yield render_to_string("logbrowser/_results.html", results, request=request)
+        yield below
+
+    response = StreamingHttpResponse(stream(), content_type="text/html; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @permission_required("view_logs")
