@@ -144,6 +144,7 @@ OPENSHIFT_CRONJOBS = env.csv_list(
     "HCAPADMIN_OPENSHIFT_CRONJOBS",
     ["hcap-archive-withdrawn", "hcap-in-progress-stale-clean", "hcap-open-expired-clean"],
 )
+OPENSHIFT_DATABASE_HOST = env.string("HCAPADMIN_OPENSHIFT_DATABASE_HOST", None)  # driver default: the Patroni service
 if PLATFORM == "openshift":
     for _name, _value in (("HCAPADMIN_OPENSHIFT_API_URL", OPENSHIFT_API_URL), ("HCAPADMIN_OPENSHIFT_NAMESPACE", OPENSHIFT_NAMESPACE)):
         if not _value:

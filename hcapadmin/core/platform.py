@@ -30,6 +30,7 @@ def driver_config() -> dict:
             "migrations_pod_dir": settings.MIGRATIONS_POD_DIR,
             "migrations_pod_container": settings.MIGRATIONS_POD_CONTAINER,
             "log_backup_name": settings.OPENSHIFT_LOG_BACKUP_NAME,
+            "database_host": settings.OPENSHIFT_DATABASE_HOST,
         }
     return {
         "database_conninfo": dburl.to_conninfo(settings.MANAGED_DATABASE_URL),

@@ -7,6 +7,6 @@ class RestoresConfig(AppConfig):
 
     def ready(self):
         from hcapadmin.jobs.lifecycle import register_upkeep
-        from hcapadmin.restores import jobs, runbook, workflow  # noqa: F401  register the restore job kinds
+        from hcapadmin.restores import jobs, runbook, runbook_openshift, workflow  # noqa: F401  register the job kinds
 
         register_upkeep(workflow.upkeep)  # the worker's sweep expires due requests

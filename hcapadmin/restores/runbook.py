@@ -102,6 +102,36 @@ def _restore_request(params):
         raise Invalid(f"restore request #{params['request']} does not exist") from None
 
 
+def mark_request(sctx, params, event: str, *, report: dict | None = None) -> None:
+    """The restore request's side of a restore job, for every platform's
+    runbook: ``"started"`` (in the preflight) marks the approved request
+    running with this job, after checking that the job carries out exactly
+    what was approved; ``"finished"`` (in the report step) marks it
+    succeeded with the report.  A job without a ``request`` (submitted by
+    hand) has no request to mark."""
+    req = _restore_request(params)
+    if req is None:
+        return
+    from hcapadmin.restores import workflow
+    from hcapadmin.restores.models import RUNNING, SUCCEEDED
+
+    if event == "finished":
+        req.finish(SUCCEEDED, result=workflow.result_of(report or {}), measured_mbps=workflow.measured_rate(req))
+        return
+    if event != "started":
+        raise ValueError(f"unknown restore request event {event!r}")
+    if not req.mark_started(sctx.job_id):
+        req.refresh_from_db()
+        if req.status != RUNNING or req.job_id != sctx.job_id:  # a rerun finds it running already
+            owner = "" if req.job_id in (None, sctx.job_id) else f" (its job is #{req.job_id})"
+            raise Invalid(f"restore request #{req.pk} is {req.status}{owner}, not approved for this job; "
+                          "not starting it")
+    for key, pinned in (("target", req.target), ("backup", req.backup_name), ("size", req.backup_size),
+                        ("sha256", req.backup_sha256), ("mode", req.mode)):
+        if params[key] != pinned:
+            raise Invalid(f"the job's {key} is not the one approved in restore request #{req.pk}")
+
+
 def managed_conninfo(target: str) -> str:
     """The local driver's connection string to the managed database (ops.restore
     switches to the maintenance database itself).  The target must be that
@@ -182,20 +212,7 @@ def _ctx(sctx, params):
 def run_preflight(sctx, params):
     params, conninfo = _ctx(sctx, params)
     _hold(sctx, params, "before:preflight")
-    req = _restore_request(params)
-    if req is not None:
-        from hcapadmin.restores.models import RUNNING
-
-        if not req.mark_started(sctx.job_id):
-            req.refresh_from_db()
-            if req.status != RUNNING or req.job_id != sctx.job_id:  # a rerun finds it running already
-                owner = "" if req.job_id in (None, sctx.job_id) else f" (its job is #{req.job_id})"
-                raise Invalid(f"restore request #{req.pk} is {req.status}{owner}, not approved for this job; "
-                              "not starting it")
-        for key, pinned in (("target", req.target), ("backup", req.backup_name), ("size", req.backup_size),
-                            ("sha256", req.backup_sha256), ("mode", req.mode)):
-            if params[key] != pinned:
-                raise Invalid(f"the job's {key} is not the one approved in restore request #{req.pk}")
+    mark_request(sctx, params, "started")
     result = restore.preflight(conninfo, params["path"], expected_size=params["size"],
                                expected_sha256=params["sha256"], target=params["target"],
                                check=sctx.check_cancelled, log=sctx.log)
@@ -321,12 +338,7 @@ def run_report(sctx, params):
     out["safety_backup"] = sctx.data_of("safety_backup").get("backup")
     sctx.log(f"Restored {params['backup']} into {params['target']}: downtime {out.get('downtime_seconds')} s, "
              f"{out.get('rows', 0):,} rows; the previous data is kept as {out.get('pre_restore')}")
-    req = _restore_request(params)
-    if req is not None:
-        from hcapadmin.restores import workflow
-        from hcapadmin.restores.models import SUCCEEDED
-
-        req.finish(SUCCEEDED, result=workflow.result_of(out), measured_mbps=workflow.measured_rate(req))
+    mark_request(sctx, params, "finished", report=out)
     return out
 
 

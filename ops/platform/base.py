@@ -106,6 +106,24 @@ class CronJobState:
 
 
 @dataclass(frozen=True)
+class WorkloadState:
+    kind: str       # DeploymentConfig or Deployment
+    name: str
+    replicas: int   # what it asks for now
+    selector: str   # label selector of its pods, "k=v,k2=v2"
+
+
+@dataclass(frozen=True)
+class DatabaseCredentials:
+    """The managed server's superuser credentials (the password is never
+    shown: not in repr, logs or step records)."""
+
+    user: str
+    password: str = field(repr=False)
+    database: str = ""  # the application's database
+
+
+@dataclass(frozen=True)
 class ExecResult:
     returncode: int
     stdout: str
@@ -187,6 +205,10 @@ class Database(ABC):
     def database_size(self, name: str) -> int:
         """Bytes on disk (``pg_database_size``)."""
 
+    @abstractmethod
+    def database_credentials(self) -> DatabaseCredentials:
+        """The managed server's superuser credentials where the platform keeps them."""
+
 
 class Migrations(ABC):
     @abstractmethod
@@ -214,6 +236,18 @@ class Cluster(ABC):
     @abstractmethod
     def cluster_state(self) -> ClusterState: ...
 
+    @abstractmethod
+    def patroni_members(self) -> list[dict]:
+        """Patroni's own view of its members (``patronictl list -f json``)."""
+
+    @abstractmethod
+    def patroni_switchover(self, leader: str, candidate: str) -> str:
+        """Make ``candidate`` the leader with Patroni's switchover."""
+
+    @abstractmethod
+    def patroni_reinit(self, member: str) -> str:
+        """Reinitialise a replica from the leader."""
+
 
 class Workloads(ABC):
     @abstractmethod
@@ -239,6 +273,23 @@ class Workloads(ABC):
     @abstractmethod
     def resume_cronjobs(self, states: Iterable[CronJobState]) -> None:
         """Put each CronJob back to its state before ``suspend_cronjobs``."""
+
+    @abstractmethod
+    def server_workload(self) -> WorkloadState:
+        """The application server's workload (DeploymentConfig, else Deployment)."""
+
+    @abstractmethod
+    def replicas_of(self, kind: str, name: str) -> int:
+        """The replicas a workload asks for now."""
+
+    @abstractmethod
+    def cronjob_states(self) -> list[CronJobState]:
+        """The database CronJobs and whether each is suspended now."""
+
+    @abstractmethod
+    def wait_pod_count(self, selector: str, count: int, *, timeout: float = 600, check: Check | None = None,
+                       poll: float = 1.0) -> list[str]:
+        """Return the names once at most ``count`` pods match ``selector``."""
 
 
 class Exec(ABC):

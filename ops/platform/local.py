@@ -217,6 +217,15 @@ class LocalDriver(PlatformDriver):
         raise Unsupported("the local platform has no workloads (Deployments, pods, CronJobs) to manage")
 
     scale = wait_pods_gone = wait_pods_ready = suspend_cronjobs = resume_cronjobs = _no_workloads
+    server_workload = replicas_of = cronjob_states = wait_pod_count = _no_workloads
+
+    def _no_patronictl(self, *args, **kwargs):
+        raise Unsupported("the local platform has no Patroni pods to run patronictl in")
+
+    patroni_members = patroni_switchover = patroni_reinit = _no_patronictl
+
+    def database_credentials(self):
+        raise Unsupported("the local platform connects with HCAPADMIN_MANAGED_DATABASE_URL; it has no Secret")
 
     def exec(self, pod, argv, **kwargs):
         raise Unsupported("the local platform has no pods to run commands in")

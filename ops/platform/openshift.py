@@ -11,6 +11,7 @@ as a psql variable and quoted by psql as an identifier or literal (``:"name"``,
 
 from __future__ import annotations
 
+import base64
 import json
 import posixpath
 import re
@@ -29,8 +30,9 @@ from ops.lines import LineSplitter
 from ops.migrations import runner, sources
 from ops.migrations.runner import UpResult
 from ops.migrations.sources import MigrationFiles, SourceMissing
-from ops.platform.base import (ClusterMember, ClusterState, CronJobState, ExecResult, PlatformDriver, ScaleResult,
-                               ServerVersion, VerifyFindings, database_name)
+from ops.platform.base import (ClusterMember, ClusterState, CronJobState, DatabaseCredentials, ExecResult,
+                               PlatformDriver, ScaleResult, ServerVersion, VerifyFindings, WorkloadState,
+                               database_name)
 
 SERVICE_ACCOUNT_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 TOKEN_REREAD_SECONDS = 60.0
@@ -92,8 +94,10 @@ class OpenShiftDriver(PlatformDriver):
                  migrations_pod_selector: str | None = None,
                  migrations_pod_dir: str = "/opt/app-root/src/server/migrations",
                  migrations_pod_container: str | None = None,
-                 log_backup_name: str = "hcap-backup-mongo-log", token_file: str = SERVICE_ACCOUNT_TOKEN_FILE,
-                 token_reread_seconds: float = TOKEN_REREAD_SECONDS, **_ignored):
+                 log_backup_name: str = "hcap-backup-mongo-log", database_host: str | None = None,
+                 patroni_secret: str | None = None, patronictl_config: str = "/home/postgres/patroni.yml",
+                 token_file: str = SERVICE_ACCOUNT_TOKEN_FILE, token_reread_seconds: float = TOKEN_REREAD_SECONDS,
+                 **_ignored):
         self.api_url = api_url.rstrip("/")
         self.namespace = namespace
         self.migrations_selector = migrations_pod_selector or f"deploymentconfig={server_name}"
@@ -109,6 +113,14 @@ class OpenShiftDriver(PlatformDriver):
         self.backup_container = backup_container
         self.patroni_selector = patroni_selector or f"cluster-name={patroni_name}"
         self.log_backup_selector = f"deploymentconfig={log_backup_name}"
+        # PostgreSQL as the restore reaches it (the Patroni service routes to
+        # the leader), with the superuser credentials of the Patroni Secret.
+        host, _, port = (database_host or f"{patroni_name}.{namespace}.svc:5432").rpartition(":")
+        if not host or not port.isdigit():
+            host, port = (database_host or f"{patroni_name}.{namespace}.svc"), "5432"
+        self.database_host, self.database_port = host, int(port)
+        self.patroni_secret = patroni_secret or patroni_name
+        self.patronictl_config = patronictl_config
         if not self.api_url.lower().startswith("https://"):
             raise ValueError("api_url must be an https:// URL (the service account token never crosses in clear text)")
         configuration = k8s.Configuration()
@@ -171,7 +183,8 @@ class OpenShiftDriver(PlatformDriver):
 
     # --- exec ----------------------------------------------------------------------------
     def exec(self, pod: str, argv: list[str], *, container: str | None = None, timeout: float = 600,
-             stdin: Iterable[bytes | str] | None = None, on_stdout=None, on_stderr=None, check=None) -> ExecResult:
+             stdin: Iterable[bytes | str] | None = None, on_stdout=None, on_stderr=None, check=None,
+             binary: bool = False, keep_stdout: bool = True) -> ExecResult:
         """Run ``argv`` (a list, never a shell string) in ``pod`` and wait.
 
         ``stdin`` (optional) is sent chunk by chunk while output is read, then
@@ -181,7 +194,9 @@ class OpenShiftDriver(PlatformDriver):
         exist, Forbidden on 403, Unavailable when the API cannot be reached,
         Timeout when the command runs past ``timeout`` seconds.  ``check`` (optional)
         is called about once a second and may raise to stop waiting (cancel);
-        the websocket is then closed.
+        the websocket is then closed.  ``binary``: output arrives (and is
+        returned) as bytes, undecoded (a decompressed dump streamed out of a pod);
+        ``keep_stdout=False``: stdout only goes to ``on_stdout`` (not kept in memory).
         """
         if not isinstance(argv, (list, tuple)) or not all(isinstance(a, str) for a in argv):
             raise TypeError("argv must be a list of strings")
@@ -189,6 +204,8 @@ class OpenShiftDriver(PlatformDriver):
                   "_preload_content": False}
         if container:
             kwargs["container"] = container
+        if binary:
+            kwargs["binary"] = True
         try:
             resp = stream(self.core().connect_get_namespaced_pod_exec, pod, self.namespace, **kwargs)
         except ApiException as exc:
@@ -216,7 +233,8 @@ class OpenShiftDriver(PlatformDriver):
                                          (resp.peek_stderr, resp.read_stderr, err, on_stderr)):
                 if peek():
                     chunk = read()
-                    sink.append(chunk)
+                    if keep_stdout or sink is err:
+                        sink.append(chunk)
                     if cb:
                         cb(chunk)
 
@@ -243,12 +261,16 @@ class OpenShiftDriver(PlatformDriver):
             for reader, sink, cb in ((resp.read_stdout, out, on_stdout), (resp.read_stderr, err, on_stderr)):
                 rest = reader()
                 if rest:
-                    sink.append(rest)
+                    if keep_stdout or sink is err:
+                        sink.append(rest)
                     if cb:
                         cb(rest)
             status_text = resp.read_channel(3)
         finally:
             resp.close()
+        if binary:
+            status_text = status_text.decode("utf-8", "replace") if isinstance(status_text, bytes) else status_text
+            return ExecResult(_exec_returncode(status_text), b"".join(out), b"".join(err))
         return ExecResult(_exec_returncode(status_text), "".join(out), "".join(err))
 
     def running_pods(self, label_selector: str) -> list[str]:
@@ -519,23 +541,29 @@ class OpenShiftDriver(PlatformDriver):
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= 100:
             raise Invalid("replicas must be a whole number from 0 to 100")
         body = {"spec": {"replicas": replicas}}
-        with _api_errors(f"OpenShift refused scaling {kind} {name}",
+        with _api_errors(f"OpenShift refused scaling {kind} {name}: the service account needs get and patch on "
+                         f"{_PLURAL[kind]}/scale",
                          f"scaling {kind} {name} failed: API answered {{status}}"), \
                 _not_found(f"no {kind} {name} in {self.namespace}"):
             if kind == "DeploymentConfig":
                 custom = k8s.CustomObjectsApi(self.api_client)
                 args = ("apps.openshift.io", "v1", self.namespace, "deploymentconfigs", name)
-                before = custom.get_namespaced_custom_object_scale(*args, _request_timeout=10)
-                previous = int(((before or {}).get("spec") or {}).get("replicas") or 0)
-                custom.patch_namespaced_custom_object_scale(*args, body, _request_timeout=10)
+
+                def read_patch():
+                    before = custom.get_namespaced_custom_object_scale(*args, _request_timeout=10)
+                    custom.patch_namespaced_custom_object_scale(*args, body, _request_timeout=10)
+                    return int(((before or {}).get("spec") or {}).get("replicas") or 0)
             else:
                 apps = k8s.AppsV1Api(self.api_client)
                 read, patch = ((apps.read_namespaced_deployment_scale, apps.patch_namespaced_deployment_scale)
                                if kind == "Deployment" else
                                (apps.read_namespaced_stateful_set_scale, apps.patch_namespaced_stateful_set_scale))
-                before = read(name, self.namespace, _request_timeout=10)
-                previous = int((before.spec.replicas if before.spec else 0) or 0)
-                patch(name, self.namespace, body, _request_timeout=10)
+
+                def read_patch():
+                    before = read(name, self.namespace, _request_timeout=10)
+                    patch(name, self.namespace, body, _request_timeout=10)
+                    return int((before.spec.replicas if before.spec else 0) or 0)
+            previous = _on_conflict_reread(read_patch)
         return ScaleResult(kind, name, previous, replicas)
 
     def _pods(self, selector: str) -> list:
@@ -574,11 +602,15 @@ class OpenShiftDriver(PlatformDriver):
             with _api_errors(f"OpenShift refused suspending CronJob {name}",
                              f"suspending CronJob {name} failed: API answered {{status}}"), \
                     _not_found(f"no CronJob {name} in {self.namespace}"):
-                job = batch.read_namespaced_cron_job(name, self.namespace, _request_timeout=10)
-                was = bool(job.spec and job.spec.suspend)
-                if not was:
-                    batch.patch_namespaced_cron_job(name, self.namespace, {"spec": {"suspend": True}},
-                                                    _request_timeout=10)
+                def read_patch():
+                    job = batch.read_namespaced_cron_job(name, self.namespace, _request_timeout=10)
+                    was = bool(job.spec and job.spec.suspend)
+                    if not was:
+                        batch.patch_namespaced_cron_job(name, self.namespace, {"spec": {"suspend": True}},
+                                                        _request_timeout=10)
+                    return was
+
+                was = _on_conflict_reread(read_patch)
             states.append(CronJobState(name, was))
         return states
 
@@ -590,8 +622,199 @@ class OpenShiftDriver(PlatformDriver):
             with _api_errors(f"OpenShift refused resuming CronJob {state.name}",
                              f"resuming CronJob {state.name} failed: API answered {{status}}"), \
                     _not_found(f"no CronJob {state.name} in {self.namespace}"):
-                batch.patch_namespaced_cron_job(state.name, self.namespace, {"spec": {"suspend": False}},
-                                                _request_timeout=10)
+                _on_conflict_reread(lambda: batch.patch_namespaced_cron_job(
+                    state.name, self.namespace, {"spec": {"suspend": False}}, _request_timeout=10))
+
+    # --- what a restore records, changes and puts back (hcapadmin/restores/runbook_openshift.py) ---
+    def database_credentials(self, timeout: float = 10) -> "DatabaseCredentials":
+        """The superuser name and password and the application's database name
+        from the Patroni Secret.  The password stays in memory: it is never
+        logged, stored or put in a URL (its repr hides it)."""
+        with _api_errors(f"the service account may not get secrets/{self.patroni_secret} in {self.namespace} "
+                         "(RBAC: get on secrets, resourceNames "
+                         f"[{self.patroni_secret}])",
+                         f"reading Secret {self.patroni_secret} failed: API answered {{status}}"), \
+                _not_found(f"no Secret {self.patroni_secret} in {self.namespace}"):
+            secret = self.core().read_namespaced_secret(self.patroni_secret, self.namespace,
+                                                        _request_timeout=timeout)
+        data = secret.data or {}
+
+        def value(key):
+            raw = data.get(key)
+            if not raw:
+                raise OpsError(f"Secret {self.patroni_secret} has no {key}")
+            try:
+                return base64.b64decode(raw).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                raise OpsError(f"Secret {self.patroni_secret}: {key} is not readable text") from None
+
+        return DatabaseCredentials(user=value("superuser-username"), password=value("superuser-password"),
+                                   database=value("db-name"))
+
+    def database_conninfo(self, credentials: "DatabaseCredentials", dbname: str = "postgres") -> str:
+        """A libpq connection string to the Patroni service with ``credentials``
+        (for psycopg only: it holds the password, so it is never logged)."""
+        import psycopg
+
+        return psycopg.conninfo.make_conninfo(host=self.database_host, port=str(self.database_port),
+                                              user=credentials.user, password=credentials.password,
+                                              dbname=dbname, connect_timeout="10",
+                                              application_name="hcapadmin-restore")
+
+    def server_workload(self, timeout: float = 10) -> WorkloadState:
+        """The HCAP server's DeploymentConfig, or its Deployment when there is
+        no DeploymentConfig: kind, replicas and the label selector of its pods."""
+        custom = k8s.CustomObjectsApi(self.api_client)
+        with _api_errors(f"the service account may not get deploymentconfigs/{self.server_name}",
+                         f"reading DeploymentConfig {self.server_name} failed: API answered {{status}}"):
+            try:
+                dc = custom.get_namespaced_custom_object("apps.openshift.io", "v1", self.namespace,
+                                                         "deploymentconfigs", self.server_name,
+                                                         _request_timeout=timeout)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                dc = None
+        if dc is not None:
+            spec = dc.get("spec") or {}
+            selector = spec.get("selector") or {}
+            return WorkloadState("DeploymentConfig", self.server_name, int(spec.get("replicas") or 0),
+                                 ",".join(f"{k}={v}" for k, v in sorted(selector.items())))
+        apps = k8s.AppsV1Api(self.api_client)
+        with _api_errors(f"the service account may not get deployments/{self.server_name}",
+                         f"reading Deployment {self.server_name} failed: API answered {{status}}"), \
+                _not_found(f"neither a DeploymentConfig nor a Deployment {self.server_name} in {self.namespace}"):
+            dep = apps.read_namespaced_deployment(self.server_name, self.namespace, _request_timeout=timeout)
+        labels = (dep.spec.selector.match_labels if dep.spec and dep.spec.selector else None) or {}
+        return WorkloadState("Deployment", self.server_name, int(dep.spec.replicas or 0),
+                             ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+
+    def replicas_of(self, kind: str, name: str, timeout: float = 10) -> int:
+        """The replicas a workload asks for now (its scale subresource)."""
+        if kind not in _SCALE_KINDS:
+            raise Invalid(f"cannot scale a {kind}: only {', '.join(_SCALE_KINDS)}")
+        with _api_errors(f"the service account may not get {_PLURAL[kind]}/scale ({name})",
+                         f"reading the scale of {kind} {name} failed: API answered {{status}}"), \
+                _not_found(f"no {kind} {name} in {self.namespace}"):
+            if kind == "DeploymentConfig":
+                scale = k8s.CustomObjectsApi(self.api_client).get_namespaced_custom_object_scale(
+                    "apps.openshift.io", "v1", self.namespace, "deploymentconfigs", name, _request_timeout=timeout)
+                return int(((scale or {}).get("spec") or {}).get("replicas") or 0)
+            apps = k8s.AppsV1Api(self.api_client)
+            read = apps.read_namespaced_deployment_scale if kind == "Deployment" else \
+                apps.read_namespaced_stateful_set_scale
+            scale = read(name, self.namespace, _request_timeout=timeout)
+            return int((scale.spec.replicas if scale.spec else 0) or 0)
+
+    def cronjob_states(self, timeout: float = 10) -> list[CronJobState]:
+        """The configured CronJobs that exist, each with whether it is
+        suspended now (all CronJobs of the namespace when none are configured)."""
+        batch = k8s.BatchV1Api(self.api_client)
+        with _api_errors("the service account may not list cronjobs",
+                         "listing CronJobs failed: API answered {status}"):
+            items = batch.list_namespaced_cron_job(self.namespace, _request_timeout=timeout).items
+        wanted = set(self.cronjobs)
+        return [CronJobState(job.metadata.name, bool(job.spec and job.spec.suspend))
+                for job in sorted(items, key=lambda j: j.metadata.name)
+                if not wanted or job.metadata.name in wanted]
+
+    def wait_pod_count(self, selector: str, count: int, *, timeout: float = 600, check=None,
+                       poll: float = 1.0) -> list[str]:
+        """Return the names once at most ``count`` pods match ``selector``
+        (a StatefulSet scaled down has removed its highest ordinals)."""
+        def few():
+            names = sorted(p.metadata.name for p in self._pods(selector))
+            return names or [""] if len(names) <= count else None
+
+        return [n for n in self._wait(f"at most {count} pod(s) {selector}", few, timeout=timeout, check=check,
+                                      poll=poll) if n]
+
+    def missing_permissions(self, rules, timeout: float = 10) -> list[str]:
+        """Which of ``rules`` ((verb, API group, resource, subresource, name))
+        the service account may not do in the namespace, as the API server
+        answers a SelfSubjectAccessReview for each ("patch statefulsets/scale
+        hcap-patroni"), so a runbook stops before changing anything."""
+        auth = k8s.AuthorizationV1Api(self.api_client)
+        missing = []
+        for verb, group, resource, subresource, name in rules:
+            attributes = {"namespace": self.namespace, "verb": verb, "group": group, "resource": resource}
+            if subresource:
+                attributes["subresource"] = subresource
+            if name:
+                attributes["name"] = name
+            body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                    "spec": {"resourceAttributes": attributes}}
+            with _api_errors("OpenShift refused the service account's access review",
+                             "the access review failed: API answered {status}"):
+                answer = auth.create_self_subject_access_review(body, _request_timeout=timeout)
+            if not (answer.status and answer.status.allowed):
+                what = resource + (f"/{subresource}" if subresource else "")
+                missing.append(f"{verb} {what}" + (f" {name}" if name else "")
+                               + (f" (API group {group})" if group else ""))
+        return missing
+
+    # Patroni's own tools, by exec in a Patroni pod (patronictl talks to every
+    # member's REST API from inside the cluster).
+    def _patronictl(self, args: list[str], *, pod: str | None = None, timeout: float = 120) -> ExecResult:
+        pod = pod or self.leader_pod()
+        return self.exec(pod, ["patronictl", "-c", self.patronictl_config, *args], timeout=timeout)
+
+    def patroni_members(self, timeout: float = 60) -> list[dict]:
+        """``patronictl list -f json``: each member's Member, Role, State, TL
+        and "Lag in MB", as Patroni itself reports them."""
+        result = self._patronictl(["list", "-f", "json"], timeout=timeout)
+        if result.returncode != 0:
+            raise OpsError(f"patronictl list failed (exit {result.returncode}): "
+                           f"{_last_line(result.stderr) or 'no output'}")
+        try:
+            members = json.loads(result.stdout or "[]")
+        except ValueError:
+            raise OpsError("patronictl list -f json printed no JSON") from None
+        if not isinstance(members, list):
+            raise OpsError("patronictl list -f json printed no member list")
+        return [m for m in members if isinstance(m, dict)]
+
+    def patroni_switchover(self, leader: str, candidate: str, *, timeout: float = 300) -> str:
+        """Patroni's switchover from ``leader`` to ``candidate`` (``patronictl
+        switchover --force``; ``--master`` for Patroni 2, ``--leader`` after)."""
+        pods = {p.metadata.name: p for p in self._pods(self.patroni_selector)}
+        raw = ((pods.get(leader).metadata.annotations or {}) if leader in pods else {}).get("status") or "{}"
+        try:
+            version = str(json.loads(raw).get("version") or "")
+        except ValueError:
+            version = ""
+        flag = "--master" if version.startswith(("1.", "2.")) else "--leader"
+        result = self._patronictl(["switchover", flag, leader, "--candidate", candidate, "--force"], pod=leader,
+                                  timeout=timeout)
+        if result.returncode != 0:
+            raise OpsError(f"patronictl switchover to {candidate} failed (exit {result.returncode}): "
+                           f"{_last_line(result.stderr) or _last_line(result.stdout) or 'no output'}")
+        return result.stdout
+
+    def patroni_reinit(self, member: str, *, timeout: float = 600) -> str:
+        """``patronictl reinit <cluster> <member> --force``: the member copies
+        the leader's data again (for a replica that cannot catch up)."""
+        result = self._patronictl(["reinit", self.patroni_name, member, "--force"], timeout=timeout)
+        if result.returncode != 0:
+            raise OpsError(f"patronictl reinit {member} failed (exit {result.returncode}): "
+                           f"{_last_line(result.stderr) or _last_line(result.stdout) or 'no output'}")
+        return result.stdout
+
+
+def _on_conflict_reread(read_patch, attempts: int = 5):
+    """Run ``read_patch`` (which reads the object, then patches it) again
+    when the API answers 409 Conflict: someone changed the object between
+    the read and the patch, so it is read afresh."""
+    for attempt in range(attempts):
+        try:
+            return read_patch()
+        except ApiException as exc:
+            if exc.status != 409 or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+
+
+_PLURAL = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DeploymentConfig": "deploymentconfigs"}
 
 
 _SCALE_KINDS = ("Deployment", "StatefulSet", "DeploymentConfig")
