@@ -16,7 +16,10 @@ The operations are the portal's own code: the OpenShift driver's calls, and
 the deploys (ops/deploys.py with the driver's ApiClient, as the deploy jobs
 run it, on the templates in tests/fixtures/openshift/): db-prep, the Patroni
 redeploy's deletes, db-create, a server rollout with its failure report, a
-roll back and a Deployment's restart.  OpenShift's own endpoints the
+roll back and a Deployment's restart; and what the restore.openshift runbook
+asks of the driver (access checks, the record, the Patroni Secret, scaling
+the server and Patroni, suspending and resuming CronJobs), for a server that
+is a DeploymentConfig and one that is a Deployment.  OpenShift's own endpoints the
 stand-in answers (processedtemplates, DeploymentConfig instantiate, exec)
 are authorised by a SubjectAccessReview for the caller, audited like the
 portal's own requests.  Two grants the API server checks inside another
@@ -205,18 +208,50 @@ def _rollback(real: OpenShiftReal):
     deploys.start_rollback(kube, item, "2026-01-01T00:00:01Z")
 
 
-def _deployment_restart(real: OpenShiftReal):
-    """Rolling out a server that runs as a Deployment (no DeploymentConfig
-    of that name): a restart by the pod template's restartedAt annotation."""
+def _restore_openshift(real: OpenShiftReal):
+    """What the restore.openshift runbook (hcapadmin/restores/runbook_openshift.py)
+    asks of the driver: the preflight's access checks, the record (the
+    server's workload, the CronJobs, Patroni's replicas), the Patroni
+    Secret's credentials, the quiesce (server to 0, active CronJobs
+    suspended), Patroni down to one member and back, and the put-back."""
+    from hcapadmin.restores.runbook_openshift import required_permissions
+    from ops.platform.openshift import CronJobState
+
+    driver = real.driver()
+    assert driver.missing_permissions(required_permissions(driver)) == []
+    server = driver.server_workload()
+    assert server.kind == "DeploymentConfig"
+    assert driver.missing_permissions(required_permissions(driver, server.kind)) == []
+    cronjobs = driver.cronjob_states()
+    replicas = driver.replicas_of("StatefulSet", driver.patroni_name)
+    assert driver.database_credentials().user == "postgres"
+    driver.scale(server.kind, server.name, 0)
+    active = [c.name for c in cronjobs if not c.was_suspended]
+    assert active
+    driver.suspend_cronjobs(active)
+    driver.scale("StatefulSet", driver.patroni_name, 1)
+    driver.scale("StatefulSet", driver.patroni_name, replicas)
+    driver.resume_cronjobs([CronJobState(name, False) for name in active])
+    driver.scale(server.kind, server.name, server.replicas)
+
+
+def _server_as_a_deployment(real: OpenShiftReal):
+    """Where HCAP's server is a Deployment (no DeploymentConfig of its name):
+    the restore's record and quiesce scale the Deployment, and a rollout
+    restarts it by the pod template's restartedAt annotation."""
+    from hcapadmin.restores.runbook_openshift import required_permissions
     from ops import deploys
 
-    labels = {"app": "hcap-web"}
-    real.kube.admin("POST", f"/apis/apps/v1/namespaces/{real.namespace}/deployments", {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hcap-web"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
-            "metadata": {"labels": labels}, "spec": {"containers": [{"name": "hcap-web", "image": "hcap-web:1"}]}}}})
+    real.kube.admin("DELETE", f"/apis/apps.openshift.io/v1/namespaces/{real.namespace}/deploymentconfigs/hcap-server")
+    driver = real.driver()
+    server = driver.server_workload()
+    assert server.kind == "Deployment"
+    assert driver.missing_permissions(required_permissions(driver, server.kind)) == []
+    assert driver.replicas_of(server.kind, server.name) == server.replicas
+    driver.scale(server.kind, server.name, 0)
+    driver.scale(server.kind, server.name, server.replicas)
     kube = _kube(real)
-    item = deploys.rollout_plan(kube, real.namespace, "hcap-web")
+    item = deploys.rollout_plan(kube, real.namespace, server.name)
     assert item["kind"] == "Deployment"
     deploys.start_rollout(kube, item, "2026-01-01T00:00:02Z")
 
@@ -228,12 +263,13 @@ OPERATIONS = {
     "Patroni cluster state": lambda real: real.driver().cluster_state(),
     "exec through the cluster (kubelet's create check)": lambda real: real.driver().exec(BACKUP_POD, ["true"]),
     "exec as a websocket GET": _exec_direct,
+    "OpenShift restore: access checks, record, credentials, quiesce, Patroni scale, put back": _restore_openshift,
     "deploy db-prep (create-only Secret and ConfigMap, image-puller RoleBinding in tools)": _db_prep,
     "Patroni redeploy's deletes (StatefulSet, Service, PVCs, ConfigMaps)": _redeploy_deletes,
     "deploy db-create (ServiceAccount, Service, StatefulSet; BuildConfig, ImageStream in tools)": _db_create,
     "server rollout (DeploymentConfig instantiate) and failure report": _rollout_and_failure_report,
     "server roll back (earlier revision's ReplicationController)": _rollback,
-    "server rollout (Deployment restart)": _deployment_restart,
+    "a server that is a Deployment: restore's scale, rollout restart": _server_as_a_deployment,
 }
 
 
