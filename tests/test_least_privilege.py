@@ -12,6 +12,25 @@ OpenShift operations, stops the server (the log is written in blocking mode,
 so it is complete once the server has exited) and fails listing every
 (rule, verb, name) no request used.
 
+The operations are the portal's own code: the OpenShift driver's calls, and
+the deploys (ops/deploys.py with the driver's ApiClient, as the deploy jobs
+run it, on the templates in tests/fixtures/openshift/): db-prep, the Patroni
+redeploy's deletes, db-create, a server rollout with its failure report, a
+roll back and a Deployment's restart; and what the restore.openshift runbook
+asks of the driver (access checks, the record, the Patroni Secret, scaling
+the server and Patroni, suspending and resuming CronJobs), for a server that
+is a DeploymentConfig and one that is a Deployment.  OpenShift's own endpoints the
+stand-in answers (processedtemplates, DeploymentConfig instantiate, exec)
+are authorised by a SubjectAccessReview for the caller, audited like the
+portal's own requests.  Two grants the API server checks inside another
+request are counted from that request: ``create`` by a server-side apply
+that created its object (201), and ``bind`` on a ClusterRole by the creation
+of a RoleBinding whose body (logged at the Request level) binds it.
+
+Both of the portal's Roles are checked: the one in HCAP's namespace
+(``service_account``) and the one in the tools namespace
+(``service_account_tools``, which tests/harness/templates.py renders there).
+
 Why a module of its own rather than a check at the end of the whole suite:
 it gives the same answer whatever subset of the suite runs, in whatever
 order (``-k``, ``--lf``, one file), and it never has to guess whether "all
@@ -32,6 +51,7 @@ from devtools.kube import ADMIN, PORTAL, KubeAPI
 from ops.errors import OpsError
 from tests.harness.kubeapi import (BACKUP_POD, SERVER_POD, OpenShiftReal, create_hcap_namespace,
                                    install_deploymentconfig_crd, install_openshift_endpoints, portal_rule_calls)
+from tests.harness.templates import install_build_crds, install_processedtemplates, tools_namespace
 
 EXEC = r"/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/]+)/exec"
 PORTAL_USER = "system:serviceaccount:hcap:hcapadmin"
@@ -41,8 +61,12 @@ AUDIT_POLICY = {
     "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
     "omitStages": ["RequestReceived", "ResponseStarted"],
     "rules": [
+        # a RoleBinding's body names the ClusterRole it binds (the ``bind`` check)
+        {"level": "Request", "users": [PORTAL_USER],
+         "resources": [{"group": "rbac.authorization.k8s.io", "resources": ["rolebindings"]}]},
         {"level": "Metadata", "users": [PORTAL_USER]},
-        # the stand-in authorising an exec for the caller, as a kubelet does
+        # the stand-in authorising an exec (as a kubelet does), a template's
+        # processing or a DeploymentConfig's instantiate (as OpenShift does) for the caller
         {"level": "RequestResponse", "users": [HARNESS_ADMIN], "verbs": ["create"],
          "resources": [{"group": "authorization.k8s.io", "resources": ["subjectaccessreviews"]}]},
         {"level": "None"},
@@ -67,21 +91,193 @@ def _exec_direct(real: OpenShiftReal):
         direct.exec(SERVER_POD, ["true"])
 
 
-# The portal's OpenShift operations, each as the portal runs it.
+TEMPLATES = Path(__file__).parent / "fixtures" / "openshift"
+
+
+def _tools(real: OpenShiftReal) -> str:
+    return f"{real.namespace}-tools"  # tests/harness/templates.py tools_namespace
+
+
+def _kube(real: OpenShiftReal):
+    """ops.deploys' client as hcapadmin/deploys/service.kube() makes it: the
+    OpenShift driver's ApiClient, with the portal's service account token."""
+    from ops import deploys
+
+    return deploys.Kube(real.driver().api_client)
+
+
+def _apply(kube, items, secrets=None):
+    from ops import deploys
+
+    return deploys.apply(kube, items, secrets=secrets or {}, log=lambda line: None)
+
+
+def _db_prep(real: OpenShiftReal):
+    """db-prep for a new application name, as the apply job runs it: the
+    Secret and ConfigMap do not exist yet (read, dry-run created, created
+    once), the image-puller RoleBinding goes to the tools namespace."""
+    from ops import deploys
+
+    kube, values = _kube(real), {"APP_NAME": "hcapnew"}
+    plan = deploys.preview(kube, deploys.deploy_kind("db-prep"), TEMPLATES, values, target=real.namespace,
+                           tools=_tools(real))
+    assert {i["action"] for i in plan["items"]} == {deploys.CREATE}, plan["items"]
+    # the job processes the templates again for the Secrets' values (hcapadmin/deploys/jobs.py _secrets)
+    template = deploys.load_template(TEMPLATES, "patroni.prep.yml")
+    processed = deploys.process(kube, real.namespace, template, values)
+    secrets = {(real.namespace, o["metadata"]["name"]): o for o in processed if o["kind"] == "Secret"}
+    _apply(kube, plan["items"], secrets)
+
+
+def _redeploy_deletes(real: OpenShiftReal):
+    """The Patroni redeploy's deletes (hcapadmin/deploys/service.py
+    redeploy_deletes: the PVCs listed by the cluster's label), applied.  The
+    namespace first gets what a running Patroni cluster also has: its
+    Service and the StatefulSet's volume claims."""
+    from hcapadmin.deploys.service import redeploy_deletes
+
+    kube, ns = real.kube, real.namespace
+    kube.admin("POST", f"/api/v1/namespaces/{ns}/services", {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "hcap-patroni", "labels": {"cluster-name": "hcap-patroni"}},
+        "spec": {"selector": {"cluster-name": "hcap-patroni", "role": "master"}, "ports": [{"port": 5432}]}})
+    for i in range(2):
+        kube.admin("POST", f"/api/v1/namespaces/{ns}/persistentvolumeclaims", {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": f"postgresql-hcap-patroni-{i}", "labels": {"cluster-name": "hcap-patroni"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    items = redeploy_deletes(_kube(real), ns)
+    assert {(i["kind"], i["name"]) for i in items} >= {("StatefulSet", "hcap-patroni"), ("Service", "hcap-patroni"),
+                                                        ("PersistentVolumeClaim", "postgresql-hcap-patroni-0"),
+                                                        ("ConfigMap", "hcap-patroni-config")}, items
+    _apply(_kube(real), items)
+
+
+def _db_create(real: OpenShiftReal):
+    """db-create after the redeploy's deletes: every object is created by
+    server-side apply (its dry run first), the build objects in tools."""
+    from ops import deploys
+
+    kube = _kube(real)
+    plan = deploys.preview(kube, deploys.deploy_kind("db-create"), TEMPLATES, {}, target=real.namespace,
+                           tools=_tools(real))
+    assert {i["action"] for i in plan["items"]} == {deploys.CREATE}, plan["items"]
+    _apply(kube, plan["items"])
+    # a second deploy with another value changes the StatefulSet in place
+    plan = deploys.preview(kube, deploys.deploy_kind("db-create"), TEMPLATES, {"CPU_LIMIT": "750m"},
+                           target=real.namespace, tools=_tools(real))
+    assert [i["kind"] for i in plan["items"] if i["action"] == deploys.CHANGE] == ["StatefulSet"], plan["items"]
+    _apply(kube, plan["items"])
+
+
+def _rollout_and_failure_report(real: OpenShiftReal):
+    """Rolling out hcap-server (a DeploymentConfig): plan, instantiate, and
+    the failed rollout's report on the new revision's pod, which never
+    became Ready (its events and last log lines)."""
+    from ops import deploys
+
+    kube = _kube(real)
+    item = deploys.rollout_plan(kube, real.namespace, "hcap-server")
+    assert item["kind"] == "DeploymentConfig"
+    wait = deploys.start_rollout(kube, item, "2026-01-01T00:00:00Z")
+    # what OpenShift's deployer makes for the new revision
+    real.kube.admin("POST", f"/api/v1/namespaces/{real.namespace}/pods", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": f"hcap-server-{wait['revision']}-zz9pl",
+            "labels": {"deploymentconfig": "hcap-server", "deployment": f"hcap-server-{wait['revision']}"}},
+        "spec": {"containers": [{"name": "hcap-server", "image": "hcap-server:latest"}]}})
+    assert deploys.ready_pods(kube, real.namespace, wait) == []
+    report = deploys.failure_report(kube, real.namespace, wait)
+    assert any(line.startswith(f"Pod hcap-server-{wait['revision']}-zz9pl") for line in report), report
+
+
+def _rollback(real: OpenShiftReal):
+    """Rolling hcap-server back to revision 6: its ReplicationController
+    (what OpenShift keeps of each revision) read, the pod template patched
+    back, a new revision instantiated."""
+    from ops import deploys
+
+    real.kube.admin("POST", f"/api/v1/namespaces/{real.namespace}/replicationcontrollers", {
+        "apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "hcap-server-6"},
+        "spec": {"replicas": 0, "selector": {"deployment": "hcap-server-6"}, "template": {
+            "metadata": {"labels": {"app": "hcap-server", "deployment": "hcap-server-6"}},
+            "spec": {"containers": [{"name": "hcap-server", "image": "hcap-server:v6"}]}}}})
+    kube = _kube(real)
+    item = deploys.rollback_plan(kube, real.namespace, "hcap-server", 6)
+    assert item["diff"], item
+    deploys.start_rollback(kube, item, "2026-01-01T00:00:01Z")
+
+
+def _restore_openshift(real: OpenShiftReal):
+    """What the restore.openshift runbook (hcapadmin/restores/runbook_openshift.py)
+    asks of the driver: the preflight's access checks, the record (the
+    server's workload, the CronJobs, Patroni's replicas), the Patroni
+    Secret's credentials, the quiesce (server to 0, active CronJobs
+    suspended), Patroni down to one member and back, and the put-back."""
+    from hcapadmin.restores.runbook_openshift import required_permissions
+    from ops.platform.openshift import CronJobState
+
+    driver = real.driver()
+    assert driver.missing_permissions(required_permissions(driver)) == []
+    server = driver.server_workload()
+    assert server.kind == "DeploymentConfig"
+    assert driver.missing_permissions(required_permissions(driver, server.kind)) == []
+    cronjobs = driver.cronjob_states()
+    replicas = driver.replicas_of("StatefulSet", driver.patroni_name)
+    assert driver.database_credentials().user == "postgres"
+    driver.scale(server.kind, server.name, 0)
+    active = [c.name for c in cronjobs if not c.was_suspended]
+    assert active
+    driver.suspend_cronjobs(active)
+    driver.scale("StatefulSet", driver.patroni_name, 1)
+    driver.scale("StatefulSet", driver.patroni_name, replicas)
+    driver.resume_cronjobs([CronJobState(name, False) for name in active])
+    driver.scale(server.kind, server.name, server.replicas)
+
+
+def _server_as_a_deployment(real: OpenShiftReal):
+    """Where HCAP's server is a Deployment (no DeploymentConfig of its name):
+    the restore's record and quiesce scale the Deployment, and a rollout
+    restarts it by the pod template's restartedAt annotation."""
+    from hcapadmin.restores.runbook_openshift import required_permissions
+    from ops import deploys
+
+    real.kube.admin("DELETE", f"/apis/apps.openshift.io/v1/namespaces/{real.namespace}/deploymentconfigs/hcap-server")
+    driver = real.driver()
+    server = driver.server_workload()
+    assert server.kind == "Deployment"
+    assert driver.missing_permissions(required_permissions(driver, server.kind)) == []
+    assert driver.replicas_of(server.kind, server.name) == server.replicas
+    driver.scale(server.kind, server.name, 0)
+    driver.scale(server.kind, server.name, server.replicas)
+    kube = _kube(real)
+    item = deploys.rollout_plan(kube, real.namespace, server.name)
+    assert item["kind"] == "Deployment"
+    deploys.start_rollout(kube, item, "2026-01-01T00:00:02Z")
+
+
+# The portal's OpenShift operations, each as the portal runs it, in this order.
 OPERATIONS = {
     "ping (readiness)": lambda real: real.driver().ping(),
     "find the backup pod": lambda real: real.driver().backup_pod(),
     "Patroni cluster state": lambda real: real.driver().cluster_state(),
     "exec through the cluster (kubelet's create check)": lambda real: real.driver().exec(BACKUP_POD, ["true"]),
     "exec as a websocket GET": _exec_direct,
+    "OpenShift restore: access checks, record, credentials, quiesce, Patroni scale, put back": _restore_openshift,
+    "deploy db-prep (create-only Secret and ConfigMap, image-puller RoleBinding in tools)": _db_prep,
+    "Patroni redeploy's deletes (StatefulSet, Service, PVCs, ConfigMaps)": _redeploy_deletes,
+    "deploy db-create (ServiceAccount, Service, StatefulSet; BuildConfig, ImageStream in tools)": _db_create,
+    "server rollout (DeploymentConfig instantiate) and failure report": _rollout_and_failure_report,
+    "server roll back (earlier revision's ReplicationController)": _rollback,
+    "a server that is a Deployment: restore's scale, rollout restart": _server_as_a_deployment,
 }
 
 
-def granted(namespace: str) -> dict[tuple, str]:
+def granted(namespace: str, section: str = "service_account") -> dict[tuple, str]:
     """{(group, resource, subresource, verb, name or None): call} for every
-    verb and resource name the rendered rules grant."""
+    verb and resource name the rendered rules of ``section`` grant."""
     out = {}
-    for call in portal_rule_calls(namespace):
+    for call in portal_rule_calls(namespace, section):
         rule = call["rule"]
         resource, _, sub = rule["resource"].partition("/")
         for verb in rule["verbs"]:
@@ -109,8 +305,17 @@ def used(events: list[dict], namespace: str) -> tuple[set, list]:
             code = (ev.get("responseStatus") or {}).get("code", 0)
             if code in (401, 403):
                 refused.append(key)
-            else:
-                allowed.add(key)
+                continue
+            allowed.add(key)
+            if ev["verb"] == "patch" and code == 201:
+                # a server-side apply that created the object: authorised as ``create`` too
+                allowed.add(key[:3] + ("create", key[4]))
+            body = ev.get("requestObject")
+            role_ref = (body.get("roleRef") or {}) if isinstance(body, dict) else {}
+            if key[:2] == ("rbac.authorization.k8s.io", "rolebindings") and code == 201 \
+                    and role_ref.get("kind") == "ClusterRole":
+                # creating a RoleBinding is authorised as ``bind`` on the role it binds
+                allowed.add(("rbac.authorization.k8s.io", "clusterroles", "", "bind", role_ref.get("name")))
         elif user == HARNESS_ADMIN:
             spec = (ev.get("requestObject") or {}).get("spec") or {}
             attrs = spec.get("resourceAttributes") or {}
@@ -140,11 +345,14 @@ def audited(standin):
     kube = KubeAPI(workdir, audit_policy=AUDIT_POLICY).start()
     try:
         install_deploymentconfig_crd(kube)
+        install_build_crds(kube)
         namespace = "hcap-least-privilege"
         create_hcap_namespace(kube, namespace)
+        tools_namespace(kube, namespace)
         standin.forward_to(Upstream(kube.url, str(kube.ca_file), kube.token(ADMIN)))
         real = OpenShiftReal(standin, kube, namespace)
         install_openshift_endpoints(real)
+        install_processedtemplates(real)
         standin.websocket(EXEC, _exec_ok)
         yield real
     finally:
@@ -159,12 +367,16 @@ def test_every_rule_of_the_portal_role_is_used_by_the_portals_operations(audited
         operation(audited)
     audited.kube.stop()  # the audit log is complete once the server has exited
     events = audited.kube.audit_events()
-    allowed, refused = used(events, audited.namespace)
-    assert allowed, f"no audited request of {PORTAL_USER} in {audited.namespace}: the check would pass vacuously"
-    assert not refused, f"the Role refused the portal's own operations: {refused}"
-    unused = [f"{call}: {verb} {group or 'core'}/{resource}{'/' + sub if sub else ''}{' ' + name if name else ''}"
-              for (group, resource, sub, verb, name), call in granted(audited.namespace).items()
-              if not exercised((group, resource, sub, verb, name), allowed)]
+    unused = []
+    for namespace, section in ((audited.namespace, "service_account"),
+                               (_tools(audited), "service_account_tools")):
+        allowed, refused = used(events, namespace)
+        assert allowed, f"no audited request of {PORTAL_USER} in {namespace}: the check would pass vacuously"
+        assert not refused, f"the Role refused the portal's own operations in {namespace}: {refused}"
+        unused += [f"{section} {call}: {verb} {group or 'core'}/{resource}{'/' + sub if sub else ''}"
+                   f"{' ' + name if name else ''}"
+                   for (group, resource, sub, verb, name), call in granted(namespace, section).items()
+                   if not exercised((group, resource, sub, verb, name), allowed)]
     assert not unused, ("deploy/openshift/rbac-rules.yaml grants what none of the portal's operations used "
                         "(drop the rule, or add the operation that needs it to OPERATIONS):\n" + "\n".join(unused))
 
@@ -179,6 +391,30 @@ def test_the_check_sees_a_rule_nobody_used():
     events = [{"stage": "ResponseComplete", "user": {"username": PORTAL_USER}, "verb": "list",
                "objectRef": {"resource": "pods", "namespace": "elsewhere"}, "responseStatus": {"code": 200}}]
     assert used(events, "hcap-x") == (set(), [])
+
+
+def test_the_check_counts_the_servers_own_checks_of_a_write():
+    """An apply that created its object (201) was also authorised as
+    ``create``, one that changed it (200) was not; creating a RoleBinding
+    was authorised as ``bind`` on the ClusterRole its body names."""
+    def event(verb, resource, name, code, group="", body=None):
+        ev = {"stage": "ResponseComplete", "user": {"username": PORTAL_USER}, "verb": verb,
+              "objectRef": {"apiGroup": group, "resource": resource, "namespace": "t", "name": name},
+              "responseStatus": {"code": code}}
+        return dict(ev, requestObject=body) if body is not None else ev
+
+    rbac = "rbac.authorization.k8s.io"
+    binding = {"kind": "RoleBinding",
+               "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "system:image-puller"}}
+    allowed, refused = used([event("patch", "services", "a", 201), event("patch", "serviceaccounts", "b", 200),
+                             event("patch", "rolebindings", "c", 201, rbac, binding),
+                             event("patch", "rolebindings", "d", 403, rbac, dict(binding, roleRef={
+                                 "apiGroup": rbac, "kind": "ClusterRole", "name": "admin"}))], "t")
+    assert ("", "services", "", "create", "a") in allowed
+    assert ("", "serviceaccounts", "", "create", "b") not in allowed
+    assert (rbac, "clusterroles", "", "bind", "system:image-puller") in allowed
+    assert (rbac, "clusterroles", "", "bind", "admin") not in allowed
+    assert refused == [(rbac, "rolebindings", "", "patch", "d")]
 
 
 def test_every_openshift_test_runs_the_portal_with_the_role_from_rbac_rules(openshift_real):
@@ -201,8 +437,8 @@ def test_every_openshift_test_runs_the_portal_with_the_role_from_rbac_rules(open
     core = k8s.CoreV1Api(openshift_real.api_client())
     assert [p.metadata.name for p in core.list_namespaced_pod(ns, label_selector="deploymentconfig=hcap-server").items]
     for refused in (lambda: core.read_namespaced_pod(SERVER_POD, ns),  # list pods, yes; get, no
-                    lambda: core.read_namespaced_config_map("hcap-patroni-config", ns),  # the leader's only
-                    lambda: k8s.AppsV1Api(openshift_real.api_client()).read_namespaced_deployment("hcap-server", ns)):
+                    lambda: core.list_namespaced_secret(ns),  # Secrets by name only, never listed
+                    lambda: k8s.AppsV1Api(openshift_real.api_client()).list_namespaced_deployment(ns)):  # get only
         with pytest.raises(ApiException) as info:
             refused()
         assert info.value.status == 403

@@ -142,20 +142,11 @@ def install_openshift_endpoints(real: OpenShiftReal) -> None:
                      "identities": [], "groups": [g for g in info.get("groups", []) if not g.startswith("system:")]}
 
     def instantiate(req):
-        from tests.harness.openshift import status_body
-
         namespace, name = req.match["ns"], req.match["name"]
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {
-            "resourceAttributes": {"namespace": namespace, "verb": "create", "group": "apps.openshift.io",
-                                   "resource": "deploymentconfigs", "subresource": "instantiate", "name": name}}}
-        status, answer = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                                      token=req.bearer, body=review)
-        if status in (401, 403):
-            return status, answer
-        if not (answer.get("status") or {}).get("allowed"):
-            return 403, status_body(403, f'deploymentconfigs.apps.openshift.io "{name}" is forbidden: cannot create '
-                                         f'resource "deploymentconfigs/instantiate" in the namespace "{namespace}"',
-                                    "Forbidden")
+        refused = real.standin.authorize(req, namespace=namespace, verb="create", group="apps.openshift.io",
+                                         resource="deploymentconfigs", subresource="instantiate", name=name)
+        if refused is not None:
+            return refused
         path = f"/apis/apps.openshift.io/v1/namespaces/{namespace}/deploymentconfigs/{name}"
         status, dc = kube.request("GET", path, token=kube.token(ADMIN))
         if status != 200:
@@ -319,12 +310,13 @@ def portal_rule_calls(namespace: str, section: str = "service_account") -> list[
     return [dict(call, rule=render(call["rule"])) for call in yaml.safe_load(RBAC_RULES.read_text())[section]]
 
 
-def portal_role_rules(namespace: str) -> list[dict]:
+def portal_role_rules(namespace: str, section: str = "service_account") -> list[dict]:
     """The portal's Role in ``namespace``: one RBAC rule per call listed in
-    rbac-rules.yaml (``service_account``), the same rules hcapadmin.yaml's
-    Role grants (tests/test_deploy_manifests.py checks that side)."""
+    rbac-rules.yaml (``service_account``, the same rules hcapadmin.yaml's
+    Role grants, which tests/test_deploy_manifests.py checks; or
+    ``service_account_tools``, the Role in the tools namespace)."""
     rules = []
-    for call in portal_rule_calls(namespace):
+    for call in portal_rule_calls(namespace, section):
         rule = call["rule"]
         rbac = {"apiGroups": [rule["apiGroup"]], "resources": [rule["resource"]], "verbs": list(rule["verbs"])}
         if rule.get("resourceNames"):

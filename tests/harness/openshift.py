@@ -318,31 +318,9 @@ class StandIn:
         if m is None:
             return None
         namespace, pod, sub = m.group("ns"), m.group("pod"), m.group("sub")
-        # Who is calling: the real server's SelfSubjectReview with the caller's own token ...
-        auth = {"authorization": req.headers["authorization"]} if "authorization" in req.headers else {}
-        status, _headers, payload = self.upstream.send(
-            "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-            dict(auth, **{"content-type": "application/json"}),
-            b'{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}')
-        if status in (401, 403):
-            return status, json.loads(payload or b"null") or status_body(status, "refused")
-        if status != 201:
-            return 500, status_body(500, f"identity review answered {status}")
-        who = json.loads(payload)["status"]["userInfo"]
-        # ... and may they, as a kubelet asks for whoever calls it: a SubjectAccessReview.
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
-            "user": who.get("username", ""), "uid": who.get("uid", ""), "groups": who.get("groups", []),
-            "extra": who.get("extra", {}),
-            "resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods",
-                                   "subresource": sub, "name": pod}}}
-        status, _headers, payload = self.upstream.send(
-            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
-            dict(self.upstream.admin_headers(), **{"content-type": "application/json"}), json.dumps(review).encode())
-        if status != 201:
-            return 500, status_body(500, f"access review answered {status}")
-        if not (json.loads(payload).get("status") or {}).get("allowed"):
-            return 403, status_body(403, f'pods "{pod}" is forbidden: User "{who.get("username")}" cannot create '
-                                         f'resource "pods/{sub}" in the namespace "{namespace}"', "Forbidden")
+        refused = self.authorize(req, namespace=namespace, verb="create", resource="pods", subresource=sub, name=pod)
+        if refused is not None:
+            return refused
         status, _headers, payload = self.upstream.send(
             "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}", self.upstream.admin_headers(), b"")
         if status == 404:
@@ -353,6 +331,46 @@ class StandIn:
         if phase != "Running":
             return 400, status_body(400, f"unable to upgrade connection: pod {pod} is not running ({phase})",
                                     "BadRequest")
+        return None
+
+    def authorize(self, req: Request, *, namespace: str, verb: str, resource: str, group: str = "",
+                  subresource: str = "", name: str = ""):
+        """(status, body) when the real server refuses the caller of ``req``
+        this access, else None; decided as OpenShift's own API servers and a
+        kubelet decide for a caller: who they are (a SelfSubjectReview with
+        their token, else 401), then a SubjectAccessReview for that user made
+        with the harness's admin token (so the real server's audit log shows
+        the check, for whom and for what)."""
+        auth = {"authorization": req.headers["authorization"]} if "authorization" in req.headers else {}
+        status, _headers, payload = self.upstream.send(
+            "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            dict(auth, **{"content-type": "application/json"}),
+            b'{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}')
+        if status in (401, 403):
+            return status, json.loads(payload or b"null") or status_body(status, "refused")
+        if status != 201:
+            return 500, status_body(500, f"identity review answered {status}")
+        who = json.loads(payload)["status"]["userInfo"]
+        attrs = {"namespace": namespace, "verb": verb, "group": group, "resource": resource}
+        if subresource:
+            attrs["subresource"] = subresource
+        if name:
+            attrs["name"] = name
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
+            "user": who.get("username", ""), "uid": who.get("uid", ""), "groups": who.get("groups", []),
+            "extra": who.get("extra", {}), "resourceAttributes": attrs}}
+        status, _headers, payload = self.upstream.send(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            dict(self.upstream.admin_headers(), **{"content-type": "application/json"}), json.dumps(review).encode())
+        if status != 201:
+            return 500, status_body(500, f"access review answered {status}")
+        if not (json.loads(payload).get("status") or {}).get("allowed"):
+            what = f"{resource}/{subresource}" if subresource else resource
+            kind = f"{resource}.{group}" if group else resource
+            named = f' "{name}"' if name else ""
+            return 403, status_body(403, f'{kind}{named} is forbidden: User '
+                                         f'"{who.get("username")}" cannot {verb} resource "{what}" in the namespace '
+                                         f'"{namespace}"', "Forbidden")
         return None
 
     def stop(self) -> None:

@@ -4,12 +4,13 @@ namespace beside an HCAP namespace on the real API server.
 ``POST /apis/template.openshift.io/v1/namespaces/{ns}/processedtemplates`` is
 OpenShift's own API (kube-apiserver does not serve it).  The stand-in answers
 it as OpenShift does: the caller must be allowed to ``create
-processedtemplates`` there (a SelfSubjectAccessReview on the real server with
-the caller's token), each parameter takes its given ``value``, else a value
-generated from its ``from`` expression (``generate: expression``), else its
-default; a required parameter left empty is a 422.  ``${NAME}`` is replaced
-inside strings and ``${{NAME}}`` stands for a whole value, in the parsed
-objects: values are data, never text spliced into YAML.
+processedtemplates`` there (``StandIn.authorize``: the real server says who
+the token is, and a SubjectAccessReview whether they may), each parameter
+takes its given ``value``, else a value generated from its ``from``
+expression (``generate: expression``), else its default; a required
+parameter left empty is a 422.  ``${NAME}`` is replaced inside strings and
+``${{NAME}}`` stands for a whole value, in the parsed objects: values are
+data, never text spliced into YAML.
 
 ``install_deploy_apis`` also serves BuildConfig and ImageStream (OpenShift's
 build and image APIs) as CustomResourceDefinitions, makes the tools namespace
@@ -90,21 +91,13 @@ def process_template(template: dict) -> tuple[int, dict]:
 def install_processedtemplates(real, calls: list | None = None) -> None:
     """Answer ``processedtemplates`` on the stand-in (see the module docstring);
     each request's Template is appended to ``calls`` when given."""
-    kube = real.kube
     from tests.harness.openshift import status_body
 
     def handler(req):
-        namespace = req.match["ns"]
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "spec": {
-            "resourceAttributes": {"namespace": namespace, "verb": "create", "group": "template.openshift.io",
-                                   "resource": "processedtemplates"}}}
-        status, answer = kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
-                                      token=req.bearer, body=review)
-        if status in (401, 403):
-            return status, answer
-        if not (answer.get("status") or {}).get("allowed"):
-            return 403, status_body(403, f'processedtemplates.template.openshift.io is forbidden: cannot create '
-                                         f'resource "processedtemplates" in the namespace "{namespace}"', "Forbidden")
+        refused = real.standin.authorize(req, namespace=req.match["ns"], verb="create", group="template.openshift.io",
+                                         resource="processedtemplates")
+        if refused is not None:
+            return refused
         try:
             template = json.loads(req.body)
         except ValueError:
@@ -141,8 +134,10 @@ def install_build_crds(kube, timeout: float = 120) -> None:
 
 def tools_namespace(kube, namespace: str) -> str:
     """Create ``<namespace>-tools`` with the portal's Role for build objects
-    and the image-puller grant, and the ``system:image-puller`` ClusterRole."""
-    from tests.harness.kubeapi import PORTAL_SA_NAMESPACE, bind
+    and the image-puller grant (the ``service_account_tools`` rules of
+    deploy/openshift/rbac-rules.yaml), and the ``system:image-puller``
+    ClusterRole."""
+    from tests.harness.kubeapi import PORTAL_SA_NAMESPACE, bind, portal_role_rules
 
     tools = f"{namespace}-tools"
     kube.admin("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": tools}})
@@ -150,13 +145,7 @@ def tools_namespace(kube, namespace: str) -> str:
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "system:image-puller"},
         "rules": [{"apiGroups": ["image.openshift.io"], "resources": ["imagestreams/layers"], "verbs": ["get"]}]},
         expect=(201, 409))
-    rules = [
-        {"apiGroups": ["build.openshift.io"], "resources": ["buildconfigs"], "verbs": ["get", "create", "patch"]},
-        {"apiGroups": ["image.openshift.io"], "resources": ["imagestreams"], "verbs": ["get", "create", "patch"]},
-        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["get", "create", "patch"]},
-        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"],
-         "resourceNames": ["system:image-puller"]},
-    ]
+    rules = portal_role_rules(tools, section="service_account_tools")
     kube.admin("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{tools}/roles",
                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "hcapadmin-deploy"},
                 "rules": rules})
