@@ -384,6 +384,20 @@ def test_role_grants_exactly_the_listed_calls(objects):
     named(objects, "ServiceAccount", "hcapadmin")
 
 
+
+def test_tools_namespace_role_grants_exactly_the_listed_tools_calls():
+    """hcapadmin-tools.yaml's Role (in the tools namespace) grants exactly the
+    ``service_account_tools`` rules, and binds them to the portal's ServiceAccount."""
+    tools = process(DEPLOY / "hcapadmin-tools.yaml", {"NAMESPACE": PARAMS["NAMESPACE"],
+                                                       "TOOLS_NAMESPACE": "f0a1b2-tools"})
+    role = named(tools, "Role", "hcapadmin-deploys")
+    assert role["metadata"]["namespace"] == "f0a1b2-tools"
+    assert _rule_set(role["rules"]) == _rule_set(c["rule"] for c in rbac_rules()["service_account_tools"])
+    binding = named(tools, "RoleBinding", "hcapadmin-deploys")
+    assert binding["metadata"]["namespace"] == "f0a1b2-tools"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "hcapadmin-deploys"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hcapadmin", "namespace": PARAMS["NAMESPACE"]}]
+
 # Kubernetes API calls the code makes whose rules are still to be written in
 # rbac-rules.yaml (a new call being built); the test fails once one is listed.
 PENDING_CALLS: set[str] = set()

@@ -120,9 +120,11 @@ def required_permissions(driver, server_kind: str | None = None) -> list[tuple[s
         ("list", "", "pods", "", ""),
         ("get", "", "configmaps", "", driver.patroni_leader_configmap),
         ("create", "", "pods", "exec", ""),
+        ("get", "", "pods", "exec", ""),  # the websocket upgrade of an exec is a GET
         ("get", "apps", "statefulsets", "scale", driver.patroni_name),
         ("patch", "apps", "statefulsets", "scale", driver.patroni_name),
         ("list", "batch", "cronjobs", "", ""),
+        ("get", "batch", "cronjobs", "", ""),  # read again before each patch (and on a 409)
         ("patch", "batch", "cronjobs", "", ""),
         ("get", "apps.openshift.io", "deploymentconfigs", "", driver.server_name),
         ("get", "apps", "deployments", "", driver.server_name),
