@@ -392,3 +392,47 @@ def test_a_409_on_a_patch_reads_again_and_retries(openshift_real):
     reads = [r for r in real.standin.requests if r.method == "GET" and r.path == path]
     assert len(reads) == 2  # read again before the second patch
     assert real.kube.admin("GET", path)["spec"]["suspend"] is True
+
+
+# --- a restore request on OpenShift ------------------------------------------------------------
+def test_a_request_approved_by_another_person_runs_the_openshift_runbook_and_discards_the_previous_database(
+        scene, client, settings):
+    """The same requests and approvals as locally: the catalog and the pinned
+    checksum come from the backup pod, the last approval submits
+    restore.openshift, its preflight marks the request running and its report
+    succeeded; discarding the kept database goes through the Patroni Secret's
+    superuser too."""
+    from hcapadmin.restores.models import RestoreRequest
+    from tests.test_restores import as_user, post_json
+
+    s = scene()
+    for key, value in s.env.items():  # this process (the API) uses the same OpenShift driver as the worker
+        setattr(settings, key.removeprefix("HCAPADMIN_"), value)
+    name = os.path.basename(s.path)
+    made = post_json(as_user(client, "alice", "admin"), "/api/v1/restores",
+                     {"backup": name, "target": s.db, "mode": "online", "reason": "bad import on Monday",
+                      "acknowledge_unverified": True})
+    assert made.status_code == 201, made.content
+    pk = made.json()["id"]
+    assert made.json()["backup"]["sha256"] == approve(s.path)[1]
+    approved = post_json(as_user(client, "april", "approver"), f"/api/v1/restores/{pk}/approve", {"comment": "ok"})
+    assert approved.status_code == 200, approved.content
+    job = Job.objects.get(pk=approved.json()["job"])
+    assert job.kind == "restore.openshift" and job.params["request"] == pk
+    assert job.params["path"] == "/backups/" + os.path.relpath(s.path, s.folder)
+    stamp = job.params["stamp"]
+    s.worker()
+    job = s.finished(job)
+    assert job.status == "succeeded", job.error
+    req = RestoreRequest.objects.get(pk=pk)
+    pre = f"{s.db}_pre_restore_{stamp}"
+    assert req.status == "succeeded" and req.previous_database == pre and req.measured_mbps > 0
+    assert snapshot(s.pg, s.db) == s.backed_up and exists(s.pg, pre)
+    s.assert_put_back()
+    response = post_json(as_user(client, "alice", "admin"), f"/api/v1/restores/{pk}/discard-previous",
+                         {"confirm": pre})
+    assert response.status_code == 202, response.content
+    discard = s.finished(Job.objects.get(pk=response.json()["job"]))
+    assert discard.status == "succeeded", discard.error
+    assert not exists(s.pg, pre) and exists(s.pg, s.db)
+    assert RestoreRequest.objects.get(pk=pk).previous_discarded

@@ -9,8 +9,6 @@ approval arrives.
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from hcapadmin.jobs.registry import job_kind
 from hcapadmin.restores.models import RestoreRequest
 from ops.errors import Invalid
@@ -31,7 +29,7 @@ def run_discard_previous(ctx, params) -> dict:
     from django.db import transaction
 
     from hcapadmin.audit.models import record
-    from hcapadmin.lib import dburl
+    from hcapadmin.core.platform import get_driver
     from ops import restore as ops_restore
 
     req = _request(params)
@@ -39,7 +37,7 @@ def run_discard_previous(ctx, params) -> dict:
     if not req.previous_database or name != req.previous_database:
         raise Invalid(f"{name!r} is not the kept pre-restore database of request #{req.pk}")
     with ctx.step(f"Drop {name}"):
-        result = ops_restore.discard_previous(dburl.to_conninfo(settings.MANAGED_DATABASE_URL), name,
+        result = ops_restore.discard_previous(get_driver().maintenance_conninfo(), name,
                                               target=req.target, log=ctx.log)
     with transaction.atomic():
         RestoreRequest.objects.filter(pk=req.pk).update(previous_discarded=True)

@@ -209,6 +209,12 @@ class Database(ABC):
     def database_credentials(self) -> DatabaseCredentials:
         """The managed server's superuser credentials where the platform keeps them."""
 
+    @abstractmethod
+    def maintenance_conninfo(self) -> str:
+        """A libpq connection string with which the portal administers the
+        managed server (create, rename and drop databases: ops.restore).  It
+        may hold a password: for psycopg only, never logged or stored."""
+
 
 class Migrations(ABC):
     @abstractmethod

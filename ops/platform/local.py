@@ -227,5 +227,8 @@ class LocalDriver(PlatformDriver):
     def database_credentials(self):
         raise Unsupported("the local platform connects with HCAPADMIN_MANAGED_DATABASE_URL; it has no Secret")
 
+    def maintenance_conninfo(self) -> str:
+        return self.database_conninfo  # HCAPADMIN_MANAGED_DATABASE_URL's role (ops.restore switches databases)
+
     def exec(self, pod, argv, **kwargs):
         raise Unsupported("the local platform has no pods to run commands in")

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 
+import psycopg
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
@@ -654,12 +655,14 @@ class OpenShiftDriver(PlatformDriver):
     def database_conninfo(self, credentials: "DatabaseCredentials", dbname: str = "postgres") -> str:
         """A libpq connection string to the Patroni service with ``credentials``
         (for psycopg only: it holds the password, so it is never logged)."""
-        import psycopg
-
         return psycopg.conninfo.make_conninfo(host=self.database_host, port=str(self.database_port),
                                               user=credentials.user, password=credentials.password,
                                               dbname=dbname, connect_timeout="10",
                                               application_name="hcapadmin-restore")
+
+    def maintenance_conninfo(self) -> str:
+        """The Patroni service with the Secret's superuser (read again each time)."""
+        return self.database_conninfo(self.database_credentials())
 
     def server_workload(self, timeout: float = 10) -> WorkloadState:
         """The HCAP server's DeploymentConfig, or its Deployment when there is
