@@ -143,6 +143,9 @@ ACCESS: dict[str, Entry] = {
                                 json=True),
     "api_deploys": Entry("POST", "/api/v1/deploys", api("admin", ok=400), data={"preview": "1"}, json=True),
     "api_deploy": Entry("GET", "/api/v1/deploys/{id}", api(*ALL), setup=lambda: {"id": _deploy_preview()}),
+    # the namespace not typed: 400 proves the permission check passed, nothing is approved
+    "api_deploy_approve": Entry("POST", "/api/v1/deploys/{id}/approve", api("approver", ok=400),
+                                data={"confirm": 5}, json=True, setup=lambda: {"id": _deploy_preview()}),
 }
 
 

@@ -104,7 +104,14 @@ def test_redeploy_runs_in_order_once_approved(cluster, client_as, run_jobs):
     preview = _preview(admin)
     admin.post(f"/deploys/{preview['id']}/confirm/", {"confirm": cluster.namespace})
     approver = client_as("approver")
-    assert approver.post(f"/deploys/{preview['id']}/approve/", {"confirm": cluster.namespace}).status_code == 302
+    url = f"/api/v1/deploys/{preview['id']}/approve"
+    wrong = approver.post(url, json.dumps({"confirm": "another-namespace"}), content_type="application/json")
+    assert wrong.status_code == 400 and cluster.namespace in wrong.json()["error"]
+    assert not Job.objects.exists()
+    approved = approver.post(url, json.dumps({"confirm": cluster.namespace}), content_type="application/json")
+    assert approved.status_code == 202 and approved.json()["job"], approved.content
+    again = approver.post(url, json.dumps({"confirm": cluster.namespace}), content_type="application/json")
+    assert again.status_code == 409 and Job.objects.count() == 1
     first = len(cluster.standin.requests)
     run_jobs()
     job = Job.objects.get(pk=Preview.objects.get(pk=preview["id"]).job_id)

@@ -45,6 +45,7 @@ READS: dict[str, tuple[str, tuple[str, ...]]] = {
     "api_deploy_preview": ("json", ("kind", "parameters")),
     "api_deploys": ("json", ("preview",)),
     "api_deploy": ("query", ()),
+    "api_deploy_approve": ("json", ("confirm",)),
     "restores": ("query", ("status", "page")),
     "restore_new": ("query", ("backup",)),
     "restore_detail": ("query", ()),

@@ -23,3 +23,8 @@ class PreviewBody(_Body):
 class DeployBody(_Body):
     usage: ClassVar[str] = 'send {"preview": <id of a preview you made>}'
     preview: int = Field(ge=1, le=2**31 - 1)
+
+
+class ApproveBody(_Body):
+    usage: ClassVar[str] = 'send {"confirm": "<the target namespace, typed>"}'
+    confirm: str = Field(min_length=1, max_length=253)

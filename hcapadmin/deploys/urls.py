@@ -12,4 +12,5 @@ urlpatterns = [
     path("api/v1/deploys/preview", views.api_deploy_preview, name="api_deploy_preview"),
     path("api/v1/deploys", views.api_deploys, name="api_deploys"),
     path("api/v1/deploys/<int:pk>", views.api_deploy, name="api_deploy"),
+    path("api/v1/deploys/<int:pk>/approve", views.api_deploy_approve, name="api_deploy_approve"),
 ]

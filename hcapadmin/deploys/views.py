@@ -169,6 +169,17 @@ def api_deploys(request, body: schemas.DeployBody):
     return JsonResponse(service.as_api(preview), status=202)
 
 
+@api_endpoint("approve", methods=("POST",), body=schemas.ApproveBody)
+def api_deploy_approve(request, pk: int, body: schemas.ApproveBody):
+    """Another person's sign-off of a confirmed destructive deploy (the
+    Patroni redeploy), with the target namespace typed -> 202 with its job."""
+    preview = _api_get(pk)
+    if body.confirm != preview.target_namespace:
+        raise Invalid(f"Type the namespace name ({preview.target_namespace}) to approve this deploy.")
+    preview.approve(request=request)
+    return JsonResponse(service.as_api(preview), status=202)
+
+
 @never_cache
 @api_endpoint("view", methods=("GET",))
 def api_deploy(request, pk: int):
