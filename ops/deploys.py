@@ -366,6 +366,17 @@ def plan_object(kube: Kube, obj: dict, namespace: str, *, create_only: bool = Fa
             "action": CREATE, "resource_version": None, "diff": [], "warnings": [], "conflicts": [],
             "force": False, "create_only": create_only, "object": redact(body)}
     path = object_path(body, namespace, name)
+    if create_only:
+        # `oc create`: a dry-run create says whether it exists (409 AlreadyExists)
+        # without reading it, so the portal never needs to read Secrets it only creates.
+        exists, answer = _dry_run_create(kube, body, namespace)
+        if exists:
+            item["action"] = KEEP
+            item["warnings"].append(f"{kind} {name} exists and is kept as it is (created once, never overwritten"
+                                    + ("; its generated passwords stay)" if kind == "Secret" else ")"))
+            return item
+        item["diff"] = diff(None, answer)
+        return item
     status, live = kube.request("GET", path)
     if status == 404:
         live = None
@@ -373,18 +384,6 @@ def plan_object(kube: Kube, obj: dict, namespace: str, *, create_only: bool = Fa
         _refuse(status, live, f"reading {kind} {name} in {namespace}")
     if live is not None:
         item["resource_version"] = live["metadata"].get("resourceVersion")
-    if create_only:
-        if live is not None:
-            item["action"] = KEEP
-            item["warnings"].append(f"{kind} {name} exists and is kept as it is (created once, never overwritten"
-                                    + ("; its generated passwords stay)" if kind == "Secret" else ")"))
-            return item
-        status, answer = kube.request("POST", object_path(body, namespace), body=body,
-                                      query={"dryRun": "All", "fieldManager": FIELD_MANAGER})
-        if status not in (200, 201):
-            _refuse(status, answer, f"dry run of creating {kind} {name}")
-        item["diff"] = diff(None, answer)
-        return item
     query = {"dryRun": "All", "fieldManager": FIELD_MANAGER}
     status, answer = kube.request("PATCH", path, body=body, query=query, content_type="application/apply-patch+yaml")
     if status == 409:
@@ -466,10 +465,33 @@ def summary(items: list[dict]) -> dict:
 
 
 # -- apply ---------------------------------------------------------------------------------------
+def _dry_run_create(kube: Kube, body: dict, namespace: str) -> tuple[bool, dict]:
+    """(whether the object already exists, the server's dry-run answer)."""
+    status, answer = kube.request("POST", object_path(body, namespace), body=body,
+                                  query={"dryRun": "All", "fieldManager": FIELD_MANAGER})
+    if status == 409 and (answer or {}).get("reason") == "AlreadyExists":
+        return True, answer
+    if status not in (200, 201):
+        _refuse(status, answer, f"dry run of creating {body['kind']} {body['metadata']['name']}")
+    return False, answer
+
+
 def check_unchanged(kube: Kube, items: list[dict]) -> None:
     """Refuse (``Conflict``) when any object's resourceVersion moved since
-    the preview, or an object to create now exists."""
+    the preview, or an object to create now exists (a create-only object to
+    keep: no longer exists)."""
     for item in items:
+        if item.get("create_only"):
+            probe = _clean(item["object"], item["namespace"])
+            for key in ("data", "stringData"):  # the plan holds no Secret values; empty ones do to ask
+                if isinstance(probe.get(key), dict):
+                    probe[key] = dict.fromkeys(probe[key], "")
+            exists, _ = _dry_run_create(kube, probe, item["namespace"])
+            if exists != (item["action"] == KEEP):
+                what = "was created" if exists else "was deleted"
+                raise Conflict(f"{item['kind']} {item['name']} in {item['namespace']} {what} since the preview; "
+                               "nothing was applied. Make a new preview.")
+            continue
         path = object_path(item["object"], item["namespace"], item["name"])
         status, live = kube.request("GET", path)
         if status == 404:

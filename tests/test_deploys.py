@@ -12,7 +12,7 @@ import pytest
 from hcapadmin.audit.models import AuditEvent
 from hcapadmin.deploys.models import Preview
 from hcapadmin.jobs.models import Job
-from tests.harness.kubeapi import MERGE, kube_api, openshift_real  # noqa: F401  (fixtures)
+from tests.harness.kubeapi import kube_api, openshift_real  # noqa: F401  (fixtures)
 from tests.harness.templates import install_build_crds, install_processedtemplates, tools_namespace
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "openshift"
@@ -105,12 +105,13 @@ def test_the_job_refuses_when_an_object_changed_after_the_preview(cluster, clien
     client = client_as("admin")
     body = {"kind": "db-prep", "parameters": {}}
     preview = client.post("/api/v1/deploys/preview", json.dumps(body), content_type="application/json").json()
-    cluster.kube.admin("PATCH", f"/api/v1/namespaces/{cluster.namespace}/secrets/hcap-patroni",
-                       {"metadata": {"labels": {"touched": "yes"}}}, content_type=MERGE)
+    # db-prep only creates: the preview kept the existing Secret; it is deleted before the job runs
+    assert [i["action"] for i in preview["items"] if i["kind"] == "Secret"] == ["keep"]
+    cluster.kube.admin("DELETE", f"/api/v1/namespaces/{cluster.namespace}/secrets/hcap-patroni")
     client.post("/api/v1/deploys", json.dumps({"preview": preview["id"]}), content_type="application/json")
     run_jobs()
     job = Job.objects.get(pk=Preview.objects.get(pk=preview["id"]).job_id)
-    assert job.status == "failed" and "changed since the preview" in job.error and "new preview" in job.error
+    assert job.status == "failed" and "was deleted since the preview" in job.error and "new preview" in job.error
     assert _get(cluster, f"/api/v1/namespaces/{cluster.namespace}/configmaps/hcap-patroni-settings")[0] == 404
     assert AuditEvent.objects.filter(action="deploy.failed", outcome="failure").exists()
 

@@ -178,12 +178,13 @@ def test_hcap_namespace_pods_are_ready_and_patroni_is_described(openshift_real):
     secret = openshift_real.kube.admin("GET", f"/api/v1/namespaces/{openshift_real.namespace}/secrets/hcap-patroni")
     assert set(secret["data"]) == {"superuser-username", "superuser-password", "replication-username",
                                    "replication-password", "db-name", "db-username", "db-password"}
-    # the portal's service account may read Secrets by name (the restore's Patroni
-    # credentials; db-prep's create-only check), never list them
+    # the portal's service account may read the Patroni Secret only (the restore's credentials)
     assert core.read_namespaced_secret("hcap-patroni", openshift_real.namespace).data.keys() == secret["data"].keys()
-    with pytest.raises(ApiException) as info:
-        core.list_namespaced_secret(openshift_real.namespace)
-    assert info.value.status == 403
+    for refused in (lambda: core.read_namespaced_secret("hcap-mongodb", openshift_real.namespace),
+                    lambda: core.list_namespaced_secret(openshift_real.namespace)):
+        with pytest.raises(ApiException) as info:
+            refused()
+        assert info.value.status == 403
     batch = k8s.BatchV1Api(openshift_real.api_client())
     assert sorted(c.metadata.name for c in batch.list_namespaced_cron_job(openshift_real.namespace).items) == [
         "hcap-archive-withdrawn", "hcap-in-progress-stale-clean", "hcap-open-expired-clean"]
