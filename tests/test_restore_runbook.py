@@ -404,6 +404,41 @@ def test_a_lost_lock_stops_the_job_at_a_safe_point_with_the_target_intact(scene)
     s.assert_old(stamp)
 
 
+
+def test_redis_restarted_empty_in_the_middle_of_a_restore_leaves_the_target_whole(scene, pg):
+    """The queue's Redis server really stops while the job waits before the
+    check, and comes back empty (no persistence, as in the deploy): the job
+    ends with a status that matches what the target holds, never a missing
+    or half-loaded database."""
+    from tests.harness.plugin import stack
+
+    stamp = "20261125130000"
+    s = scene("rbk_redis")
+    job = s.submit(s.params(stamp=stamp, hold="before:check"))
+    worker = s.worker()
+    wait_for(s.entered, 120, "the job to reach the check")
+    redis_server = stack()["redis"]
+    redis_server.stop()
+    try:
+        # the held step polls Redis: the worker notices at once
+        wait_for(lambda: "redis" in worker_log(worker).lower() or Job.objects.get(pk=job.pk).is_finished, 120,
+                 "the worker to notice Redis gone")
+    finally:
+        redis_server.start()
+    job = s.finished(job)
+    if job.status == "abandoned":
+        assert snapshot(pg, s.db) == s.live and db_props(pg, s.db)["oid"] == s.oid
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        assert resume(job, request=admin_request("carol")) == "queued"
+        s.worker()
+        job = s.finished(job)
+    if job.status == "succeeded":
+        s.assert_restored(stamp)
+    else:
+        assert job.status in ("failed", "cancelled", "needs_attention"), job.error
+        s.assert_old(stamp)
+
 # --- parameters ----------------------------------------------------------------------------
 @pytest.mark.parametrize("change,message", [
     ({"mode": "sideways"}, "mode must be online or offline"),
