@@ -829,21 +829,7 @@ class LoadStaging:
             # the roles section, then the rest of the stream
             pending, roles = self._read_roles(decomp.stdout)
             self.check()
-            role_result = {"created": [], "existing": [], "skipped": [], "reused": [], "oids": {}}
-            if roles is not None:
-                def record(oids):
-                    # what to drop if anything below fails, known before the roles are committed
-                    self._roles_created, self._role_oids = list(oids), dict(oids)
-                    if self.record_roles is not None:
-                        self.record_roles(dict(oids))
-
-                role_result = apply_roles(self.conninfo, parse_roles_section(roles), own=self.own_roles,
-                                          record=record)
-                self._roles_created, self._role_oids = list(role_result["created"]), dict(role_result["oids"])
-                reused = role_result["reused"]
-                self.log(f"Roles: {len(role_result['created']) - len(reused)} created, "
-                         + (f"{len(reused)} created by an earlier run of this restore reused, " if reused else "")
-                         + f"{len(role_result['existing'])} already present and left untouched")
+            role_result = self._apply_backup_roles(roles)
             if self.line_filter is not None:
                 source = LineSource(self.line_filter(itertools.chain(pending, decomp.stdout)))
             else:
@@ -879,21 +865,9 @@ class LoadStaging:
                 raise RestoreFailed("the file read during the load does not have the approved sha256; nothing loaded")
             if reader.in_copy or not reader.complete:
                 raise RestoreFailed("the file ends before pg_dump's 'dump complete' line: it is truncated")
-            result = LoadResult(target=self.target, staging=self.staging, staging_oid=staging_oid, stamp=self.stamp,
-                                backup=Path(self.path).name, sha256=self.sha256,
-                                roles_created=role_result["created"], role_oids=role_result["oids"],
-                                roles_existing=role_result["existing"],
-                                roles_statements_skipped=role_result["skipped"], benign_skipped=reader.benign,
-                                copy_rows=reader.copy_rows, sql_bytes=state.bytes)
-            marker = json.dumps({MARKER_KEY: {k: v for k, v in asdict(result).items()
-                                              if k in ("target", "staging", "stamp", "backup", "sha256",
-                                                       "roles_created", "role_oids", "roles_existing",
-                                                       "benign_skipped",
-                                                       "copy_rows", "sql_bytes")}},
-                                separators=(",", ":"))
+            result = self._load_result(staging_oid, Path(self.path).name, reader, role_result, state.bytes)
             self.check()  # the last moment a cancel still leaves nothing behind
-            psql.stdin.write(b"SET standard_conforming_strings = on;\nCOMMENT ON DATABASE \"" + self.staging.encode()
-                             + b"\" IS '" + marker.replace("'", "''").encode() + b"';\nCOMMIT;\n")
+            psql.stdin.write(self._commit_sql(result))
             psql.stdin.close()
             while True:
                 try:
@@ -920,6 +894,43 @@ class LoadStaging:
                         except OSError:
                             pass
             err.close()
+
+    def _apply_backup_roles(self, roles: list[bytes] | None) -> dict:
+        """Apply the backup's roles section (``apply_roles``), remembering the
+        roles created before they are committed, so that a failure below
+        drops them (and ``record_roles`` can persist them)."""
+        if roles is None:
+            return {"created": [], "existing": [], "skipped": [], "reused": [], "oids": {}}
+
+        def record(oids):
+            self._roles_created, self._role_oids = list(oids), dict(oids)
+            if self.record_roles is not None:
+                self.record_roles(dict(oids))
+
+        result = apply_roles(self.conninfo, parse_roles_section(roles), own=self.own_roles, record=record)
+        self._roles_created, self._role_oids = list(result["created"]), dict(result["oids"])
+        reused = result["reused"]
+        self.log(f"Roles: {len(result['created']) - len(reused)} created, "
+                 + (f"{len(reused)} created by an earlier run of this restore reused, " if reused else "")
+                 + f"{len(result['existing'])} already present and left untouched")
+        return result
+
+    def _load_result(self, staging_oid: int, backup: str, reader, role_result: dict, sql_bytes: int) -> LoadResult:
+        return LoadResult(target=self.target, staging=self.staging, staging_oid=staging_oid, stamp=self.stamp,
+                          backup=backup, sha256=self.sha256, roles_created=role_result["created"],
+                          role_oids=role_result["oids"], roles_existing=role_result["existing"],
+                          roles_statements_skipped=role_result["skipped"], benign_skipped=reader.benign,
+                          copy_rows=reader.copy_rows, sql_bytes=sql_bytes)
+
+    def _commit_sql(self, result: LoadResult) -> bytes:
+        """The load's last statements: the marker (what was loaded, so a rerun
+        finds it) and COMMIT, in the load's own transaction."""
+        marker = json.dumps({MARKER_KEY: {k: v for k, v in asdict(result).items()
+                                          if k in ("target", "staging", "stamp", "backup", "sha256", "roles_created",
+                                                   "role_oids", "roles_existing", "benign_skipped", "copy_rows",
+                                                   "sql_bytes")}}, separators=(",", ":"))
+        return (b"SET standard_conforming_strings = on;\nCOMMENT ON DATABASE \"" + self.staging.encode()
+                + b"\" IS '" + marker.replace("'", "''").encode() + b"';\nCOMMIT;\n")
 
     def _decompressor_argv(self) -> list[str]:
         return _decompressor()

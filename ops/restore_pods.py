@@ -168,24 +168,10 @@ class PodLoadStaging(restore.LoadStaging):
                            container=getattr(self.driver, "backup_container", None), timeout=self.timeout)
         sink = _QueueWriter(source.stop)
         threads: list[threading.Thread] = []
-        role_result = {"created": [], "existing": [], "skipped": [], "reused": [], "oids": {}}
         try:
             pending, roles = self._read_roles(source)
             self.check()
-            if roles is not None:
-                def record(oids):
-                    # what to drop if anything below fails, known before the roles are committed
-                    self._roles_created, self._role_oids = list(oids), dict(oids)
-                    if self.record_roles is not None:
-                        self.record_roles(dict(oids))
-
-                role_result = restore.apply_roles(self.conninfo, restore.parse_roles_section(roles),
-                                                  own=self.own_roles, record=record)
-                self._roles_created, self._role_oids = list(role_result["created"]), dict(role_result["oids"])
-                reused = role_result["reused"]
-                self.log(f"Roles: {len(role_result['created']) - len(reused)} created, "
-                         + (f"{len(reused)} created by an earlier run of this restore reused, " if reused else "")
-                         + f"{len(role_result['existing'])} already present and left untouched")
+            role_result = self._apply_backup_roles(roles)
             if self.line_filter is not None:
                 raw = restore.LineSource(self.line_filter(itertools.chain(pending, source)))
             else:
@@ -237,26 +223,15 @@ class PodLoadStaging(restore.LoadStaging):
                      f"{sum(reader.copy_rows.values()):,} rows")
             for item in reader.benign:
                 self.log(f"  skipped (known benign): {item}")
-            return self._result(staging_oid, state, reader, role_result)
+            return self._load_result(staging_oid, self.entry.name, reader, role_result, state.bytes)
         finally:
             source.close()
             for thread in threads:
                 thread.join(timeout=30)
 
-    def _result(self, staging_oid, state, reader, role_result) -> restore.LoadResult:
-        return restore.LoadResult(target=self.target, staging=self.staging, staging_oid=staging_oid,
-                                  stamp=self.stamp, backup=self.entry.name, sha256=self.sha256,
-                                  roles_created=role_result["created"], role_oids=role_result["oids"],
-                                  roles_existing=role_result["existing"],
-                                  roles_statements_skipped=role_result["skipped"], benign_skipped=reader.benign,
-                                  copy_rows=reader.copy_rows, sql_bytes=state.bytes)
-
     def _finish(self, source: _PodLines, state, reader, role_result) -> bytes:
         """After the last line: every condition for COMMIT, then the marker
         and COMMIT itself (raising here leaves the transaction uncommitted)."""
-        import json
-        from dataclasses import asdict
-
         if state.error is not None:
             if isinstance(state.error, OpsError):
                 raise state.error
@@ -278,13 +253,6 @@ class PodLoadStaging(restore.LoadStaging):
         if now != self.sha256:
             raise restore.RestoreFailed("the backup file in its pod no longer has the approved sha256; "
                                         "nothing loaded")
-        result = self._result(0, state, reader, role_result)
-        marker = json.dumps({restore.MARKER_KEY: {k: v for k, v in asdict(result).items()
-                                                  if k in ("target", "staging", "stamp", "backup", "sha256",
-                                                           "roles_created", "role_oids", "roles_existing",
-                                                           "benign_skipped",
-                                                           "copy_rows", "sql_bytes")}},
-                            separators=(",", ":"))
+        result = self._load_result(0, self.entry.name, reader, role_result, state.bytes)
         self.check()  # the last moment a cancel still leaves nothing behind
-        return (b"SET standard_conforming_strings = on;\nCOMMENT ON DATABASE \"" + self.staging.encode()
-                + b"\" IS '" + marker.replace("'", "''").encode() + b"';\nCOMMIT;\n")
+        return self._commit_sql(result)

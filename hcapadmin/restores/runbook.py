@@ -258,22 +258,28 @@ def run_safety_backup(sctx, params):
             "kind": entry.kind, "before_restore_of": params["backup"]}
 
 
+def role_memory(sctx) -> dict:
+    """LoadStaging's ``own_roles`` and ``record_roles`` for a load step: the
+    roles an earlier run of the step created (its worker died) are this
+    restore's own and reused; the roles it creates are saved in the step's
+    data before they are committed, so an undo after a crash drops exactly
+    these."""
+    own = dict(sctx.data.get("role_oids") or {})
+
+    def record_roles(oids):
+        sctx.record(role_oids={**own, **oids})
+
+    return {"own_roles": own, "record_roles": record_roles}
+
+
 def run_load(sctx, params):
     params, conninfo = _ctx(sctx, params)
     _hold(sctx, params, "before:load")
     staging = restore.staging_name(params["target"], params["stamp"])
     sctx.record(staging=staging)  # before it exists, so an undo after a crash looks for it
-    # roles an earlier run of this step created (its worker died): this restore's own, reused
-    own = dict(sctx.data.get("role_oids") or {})
-
-    def record_roles(oids):
-        # saved before the roles are committed, so an undo after a crash drops exactly these
-        sctx.record(role_oids={**own, **oids})
-
     load = restore.LoadStaging(conninfo, params["path"], params["target"], sha256=params["sha256"],
                                stamp=params["stamp"], check=sctx.check_cancelled, log=sctx.log,
-                               own_roles=own, record_roles=record_roles,
-                               after_copy_data=_held_filter(sctx, params))
+                               after_copy_data=_held_filter(sctx, params), **role_memory(sctx))
     return load.run().as_dict()
 
 

@@ -48,7 +48,8 @@ from django.conf import settings
 
 from hcapadmin.core.platform import get_driver
 from hcapadmin.jobs.runbook import Step, runbook_kind
-from hcapadmin.restores.runbook import SAFETY_LABEL, _Cutover, _held_filter, _hold, mark_request, validate_params
+from hcapadmin.restores.runbook import (SAFETY_LABEL, _Cutover, _held_filter, _hold, mark_request, role_memory,
+                                       validate_params)
 from ops import restore
 from ops.errors import Forbidden, Invalid, OpsError, Timeout
 from ops.platform.base import CronJobState
@@ -333,15 +334,8 @@ def run_load(sctx, params):
     conninfo, creds = _conninfo(driver, params)
     staging = restore.staging_name(params["target"], params["stamp"])
     sctx.record(staging=staging)  # before it exists, so an undo after a crash looks for it
-    # roles an earlier run of this step created (its worker died): this restore's own, reused
-    own = dict(sctx.data.get("role_oids") or {})
-
-    def record_roles(oids):
-        # saved before the roles are committed, so an undo after a crash drops exactly these
-        sctx.record(role_oids={**own, **oids})
-
-    return _load(sctx, params, driver, conninfo, creds, check=sctx.check_cancelled, own_roles=own,
-                 record_roles=record_roles).run().as_dict()
+    return _load(sctx, params, driver, conninfo, creds, check=sctx.check_cancelled,
+                 **role_memory(sctx)).run().as_dict()
 
 
 def undo_load(sctx, params):
