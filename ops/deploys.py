@@ -700,45 +700,99 @@ def failure_report(kube: Kube, namespace: str, wait: dict, log_lines: int = 20) 
 
 
 # -- rolling back the server ------------------------------------------------------------------------
+REVISION = "deployment.kubernetes.io/revision"
+POD_TEMPLATE_HASH = "pod-template-hash"
+
+
+def _deployment_revision(kube: Kube, namespace: str, name: str, revision: int, dep: dict) -> dict:
+    """The ReplicaSet that holds revision ``revision`` of Deployment ``name``
+    (what the Deployment controller keeps of each revision): owned by the
+    Deployment (ownerReferences uid), listed by its selector, its
+    ``deployment.kubernetes.io/revision`` annotation the revision."""
+    labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    status, listing = kube.request("GET", f"/apis/apps/v1/namespaces/{quote(namespace, safe='')}/replicasets",
+                                   query={"labelSelector": selector} if selector else None)
+    if status != 200:
+        _refuse(status, listing, f"listing the ReplicaSets of Deployment {name}")
+    uid = (dep.get("metadata") or {}).get("uid")
+    for rs in listing.get("items") or []:
+        meta = rs.get("metadata") or {}
+        if not any(o.get("uid") == uid and o.get("kind") == "Deployment" for o in meta.get("ownerReferences") or []):
+            continue
+        if str((meta.get("annotations") or {}).get(REVISION) or "") == str(revision):
+            return rs
+    raise Invalid(f"revision {revision} of Deployment {name} has no ReplicaSet any more (the Deployment keeps "
+                  f"only its last revisions, spec.revisionHistoryLimit): nothing to roll back to")
+
+
 def rollback_plan(kube: Kube, namespace: str, name: str, revision: int) -> dict:
-    """Rolling the DeploymentConfig back to ``revision``: its pod template
-    becomes the one of that revision's ReplicationController (``<name>-<N>``,
-    what OpenShift keeps of every revision), then a new revision starts."""
+    """Rolling the server back to ``revision``: its pod template becomes
+    the one of that revision, then a new revision starts.  A
+    DeploymentConfig's revision is its ReplicationController
+    (``<name>-<N>``, what OpenShift keeps of every revision); a
+    Deployment's is the ReplicaSet it owns with that revision annotation
+    (as ``kubectl rollout undo`` finds it)."""
     item = rollout_plan(kube, namespace, name)
-    if item["kind"] != "DeploymentConfig":
-        raise Invalid(f"{name} is a Deployment: roll it back with oc rollout undo deployment/{name}")
     if not 1 <= revision < item["next_revision"]:
         raise Invalid(f"revision must be an earlier revision of {name} (1 to {item['revision']})")
-    status, rc = kube.request("GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/replicationcontrollers/"
-                                     f"{quote(f'{name}-{revision}', safe='')}")
+    status, live = kube.request("GET", object_path(item["object"], namespace, name))
     if status != 200:
-        _refuse(status, rc, f"reading revision {revision} of {name} (ReplicationController {name}-{revision})")
-    status, dc = kube.request("GET", object_path(item["object"], namespace, name))
-    if status != 200:
-        _refuse(status, dc, f"reading DeploymentConfig {name}")
-    template = json.loads(json.dumps((rc.get("spec") or {}).get("template") or {}))
-    labels = (template.get("metadata") or {}).get("labels") or {}
-    for key in ("deployment", "deploymentconfig"):  # set per revision by OpenShift
-        labels.pop(key, None)
-    current = (dc.get("spec") or {}).get("template") or {}
+        _refuse(status, live, f"reading {item['kind']} {name}")
+    if item["kind"] == "Deployment":
+        rs = _deployment_revision(kube, namespace, name, revision, live)
+        template = json.loads(json.dumps((rs.get("spec") or {}).get("template") or {}))
+        pod_hash = ((template.get("metadata") or {}).get("labels") or {}).pop(POD_TEMPLATE_HASH, None)
+        item["revision_hash"] = pod_hash or (rs["metadata"].get("labels") or {}).get(POD_TEMPLATE_HASH)
+        item["resource_version"] = live["metadata"].get("resourceVersion")
+        ignored = ()
+    else:
+        status, rc = kube.request("GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/replicationcontrollers/"
+                                         f"{quote(f'{name}-{revision}', safe='')}")
+        if status != 200:
+            _refuse(status, rc, f"reading revision {revision} of {name} (ReplicationController {name}-{revision})")
+        template = json.loads(json.dumps((rc.get("spec") or {}).get("template") or {}))
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        for key in ("deployment", "deploymentconfig"):  # set per revision by OpenShift
+            labels.pop(key, None)
+        ignored = ("spec.template.metadata.labels.deployment",)
+    current = (live.get("spec") or {}).get("template") or {}
     item.update({"action": "rollback", "to_revision": revision, "template": template,
                  "diff": [d for d in diff({"spec": {"template": current}}, {"spec": {"template": template}})
-                          if not d["path"].startswith("spec.template.metadata.labels.deployment")]})
+                          if not any(d["path"].startswith(p) for p in ignored)]})
     return item
 
 
 def start_rollback(kube: Kube, item: dict, stamp: str) -> dict:
     """Put the earlier revision's pod template back (with the previewed
-    resourceVersion as precondition), then instantiate a new revision."""
+    resourceVersion as precondition).  A DeploymentConfig then
+    instantiates a new revision; a Deployment's controller brings that
+    revision's ReplicaSet back up, whose pods are waited for."""
     check_unchanged(kube, [item])
     path = object_path(item["object"], item["namespace"], item["name"])
-    status, answer = kube.request("PATCH", path, query={"fieldManager": FIELD_MANAGER},
-                                  content_type="application/merge-patch+json",
-                                  body={"metadata": {"resourceVersion": item["resource_version"]},
-                                        "spec": {"template": item["template"]}})
+    if item["kind"] == "Deployment":
+        # The whole template is replaced (a merge patch would keep the failed
+        # revision's extra annotations, e.g. its restartedAt); the
+        # resourceVersion in the patched object is the server's precondition.
+        status, answer = kube.request("PATCH", path, query={"fieldManager": FIELD_MANAGER},
+                                      content_type="application/json-patch+json",
+                                      body=[{"op": "replace", "path": "/metadata/resourceVersion",
+                                             "value": item["resource_version"]},
+                                            {"op": "replace", "path": "/spec/template", "value": item["template"]}])
+    else:
+        status, answer = kube.request("PATCH", path, query={"fieldManager": FIELD_MANAGER},
+                                      content_type="application/merge-patch+json",
+                                      body={"metadata": {"resourceVersion": item["resource_version"]},
+                                            "spec": {"template": item["template"]}})
     if status == 409:
-        raise Conflict(f"DeploymentConfig {item['name']} changed since the preview; make a new preview")
+        raise Conflict(f"{item['kind']} {item['name']} changed since the preview; make a new preview")
     if status not in (200, 201):
-        _refuse(status, answer, f"rolling back DeploymentConfig {item['name']}")
+        _refuse(status, answer, f"rolling back {item['kind']} {item['name']}")
+    if item["kind"] == "Deployment":
+        labels = dict(item.get("selector") or {})
+        if item.get("revision_hash"):
+            labels[POD_TEMPLATE_HASH] = item["revision_hash"]
+        return {"selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())), "count": item["replicas"],
+                "revision": item["next_revision"]}
     item = dict(item, resource_version=answer["metadata"].get("resourceVersion"))
     return start_rollout(kube, item, stamp)

@@ -84,7 +84,7 @@ def test_rollout_fails_past_the_timeout_with_events_logs_and_the_rollback(cluste
     run_jobs()
     job = Job.objects.get(pk=preview.job_id)
     assert job.status == "failed"
-    assert "did not become Ready within 1s" in job.error and "--to-revision=7" in job.error
+    assert "did not become Ready within 1s" in job.error and "Roll back to revision 7" in job.error
     assert "BackOff: Back-off restarting failed container" in job.log
     assert "log: Error: connect ECONNREFUSED hcap-patroni:5432" in job.log
     assert AuditEvent.objects.filter(action="deploy.failed", details__rollback_to=7).exists()

@@ -41,6 +41,7 @@ test says so by name when either is missing.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,7 +50,7 @@ import pytest
 
 from devtools.kube import ADMIN, PORTAL, KubeAPI
 from ops.errors import OpsError
-from tests.harness.kubeapi import (BACKUP_POD, SERVER_POD, OpenShiftReal, create_hcap_namespace,
+from tests.harness.kubeapi import (BACKUP_POD, MERGE, SERVER_POD, OpenShiftReal, create_hcap_namespace,
                                    install_deploymentconfig_crd, install_openshift_endpoints, portal_rule_calls)
 from tests.harness.templates import install_build_crds, install_processedtemplates, tools_namespace
 
@@ -256,6 +257,25 @@ def _server_as_a_deployment(real: OpenShiftReal):
     deploys.start_rollout(kube, item, "2026-01-01T00:00:02Z")
 
 
+def _rollback_deployment(real: OpenShiftReal):
+    """Rolling the hcap-server Deployment back to revision 1: its
+    ReplicaSets listed by the Deployment's selector (what the Deployment
+    controller keeps of each revision), the template JSON-patched back."""
+    from ops import deploys
+    from tests.test_deploys_rollback import make_replicaset
+
+    path = f"/apis/apps/v1/namespaces/{real.namespace}/deployments/hcap-server"
+    dep = real.kube.admin("PATCH", path, {"metadata": {"annotations": {"deployment.kubernetes.io/revision": "2"}}},
+                          content_type=MERGE)
+    old = json.loads(json.dumps(dep["spec"]["template"]))
+    old["spec"]["containers"][0]["image"] = "hcap-server:v1"
+    make_replicaset(real.kube, real.namespace, dep, 1, "r1abc", old)
+    kube = _kube(real)
+    item = deploys.rollback_plan(kube, real.namespace, "hcap-server", 1)
+    assert item["diff"], item
+    deploys.start_rollback(kube, item, "2026-01-01T00:00:03Z")
+
+
 # The portal's OpenShift operations, each as the portal runs it, in this order.
 OPERATIONS = {
     "ping (readiness)": lambda real: real.driver().ping(),
@@ -270,6 +290,7 @@ OPERATIONS = {
     "server rollout (DeploymentConfig instantiate) and failure report": _rollout_and_failure_report,
     "server roll back (earlier revision's ReplicationController)": _rollback,
     "a server that is a Deployment: restore's scale, rollout restart": _server_as_a_deployment,
+    "a server that is a Deployment: roll back to an earlier revision's ReplicaSet": _rollback_deployment,
 }
 
 

@@ -5,7 +5,8 @@ job's only parameter) and nothing else:
   since the preview (resourceVersion), else apply the plan.
 * ``deploy.rollout``: start the server's next revision and wait until its new
   pods are Ready within HCAPADMIN_ROLLOUT_TIMEOUT; past it, the failure
-  carries the pods' events and last log lines and how to roll back.
+  carries the pods' events and last log lines, and the deploy's page offers
+  a roll back to the revision it started from (``rollback`` previews).
 * ``deploy.patroni_redeploy`` (a runbook, approved by another person):
   delete the Patroni objects, run db-create, wait for a healthy cluster,
   then point at a restore request prefilled with the newest verified backup.
@@ -126,9 +127,9 @@ def run_rollout(ctx, params) -> dict:
                 for line in deploys.failure_report(client, preview.target_namespace, wait):
                     ctx.log(line)
                 raise Timeout(f"Revision {wait['revision']} of {item['name']} did not become Ready within {timeout}s "
-                              f"(its pods' events and last log lines are in the log). To roll back to revision "
-                              f"{item['revision']}: oc rollout undo {item['kind'].lower()}/{item['name']} "
-                              f"--to-revision={item['revision']}, or roll out again once fixed.") from None
+                              f"(its pods' events and last log lines are in the log). Roll back to revision "
+                              f"{item['revision']} from this deploy's page (a preview of the change first), or "
+                              f"roll out again once fixed.") from None
     except OpsError as exc:
         _finished(preview, ctx.job, "failure", error=str(exc)[:500], rollback_to=item["revision"])
         raise

@@ -34,8 +34,9 @@ DESCRIPTIONS = {
                  "apply with field manager hcapadmin.",
     "rollout": "Starts a new revision of the server (DeploymentConfig instantiate, or a Deployment restart) and "
                "waits until its new pods are Ready. The server applies pending migrations when it starts.",
-    "rollback": "Puts an earlier revision's pod template back on the server's DeploymentConfig (from that "
-                "revision's ReplicationController) and rolls it out, waiting until its pods are Ready.",
+    "rollback": "Puts an earlier revision's pod template back on the server (a DeploymentConfig's from that "
+                "revision's ReplicationController, a Deployment's from that revision's ReplicaSet) and rolls it "
+                "out, waiting until its pods are Ready.",
     "patroni-redeploy": "Deletes the Patroni StatefulSet, its Service, its volume claims (the database files) and "
                         "both Patroni ConfigMaps, runs db-create, waits for a healthy cluster, then opens a restore "
                         "request with the newest verified backup. Needs another person's approval.",
