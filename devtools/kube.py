@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import ssl
 import subprocess
 import time
@@ -179,8 +180,24 @@ class KubeAPI:
             raise
         return self
 
-    def _start_etcd(self) -> None:
-        self.etcd_port = self.etcd_port or free_port()
+    def _start_etcd(self, attempts: int = 3) -> None:
+        """etcd on free ports.  A port found free can be taken by another
+        process (an outgoing connection's ephemeral port) before etcd binds
+        it: when etcd then exits while starting and says its address is in
+        use, start it again on new ports (chosen ports are kept as they are)."""
+        chosen = self.etcd_port
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_etcd_once(chosen)
+            except RuntimeError:
+                log = (self.workdir / "etcd.log").read_text(errors="replace")
+                if chosen or attempt == attempts or "address already in use" not in log:
+                    raise
+                (self.workdir / "etcd.log").rename(self.workdir / f"etcd.log.{attempt}")
+                shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
+
+    def _start_etcd_once(self, chosen: int | None) -> None:
+        self.etcd_port = chosen or free_port()
         peer = free_port()
         ensure_port_free(self.etcd_port, "etcd")
         args = [str(TOOLS_BIN / "etcd"), "--name", "hcapadmin", "--data-dir", str(self.workdir / "etcd"),

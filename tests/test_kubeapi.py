@@ -236,3 +236,35 @@ def test_openshift_only_endpoints_answer_from_the_real_server(openshift_real):
         assert call("POST", rollout.replace("hcap-server", "hcap-gone"), "admin").status_code == 404
     dc = openshift_real.kube.admin("GET", f"/apis/apps.openshift.io/v1/namespaces/{ns}/deploymentconfigs/hcap-server")
     assert dc["status"]["latestVersion"] == 8
+
+
+def test_etcd_starts_again_on_new_ports_when_its_free_port_was_taken(tmp_path, monkeypatch):
+    """A port found free can be taken before etcd binds it (another
+    process's connection): etcd exits with "address already in use" and the
+    harness starts it again on new ports instead of failing the session."""
+    import socket
+
+    from devtools import kube as kube_module
+    from devtools.kube import KubeAPI
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # bound, not listening: looks free to a connect, cannot be bound again
+    port = taken.getsockname()[1]
+    real_free_port = kube_module.free_port
+    handed = []
+
+    def free_port():
+        handed.append(port if not handed else real_free_port())
+        return handed[-1]
+
+    monkeypatch.setattr(kube_module, "free_port", free_port)
+    api = KubeAPI(tmp_path)
+    try:
+        api.workdir = tmp_path
+        tmp_path.mkdir(exist_ok=True)
+        api._start_etcd()
+        assert api.etcd_port != port and api.etcd.poll() is None
+        assert "address already in use" in (tmp_path / "etcd.log.1").read_text()
+    finally:
+        api.stop()
+        taken.close()

@@ -55,8 +55,9 @@ _names = itertools.count(1)
 def kube_api():
     """etcd + kube-apiserver for the session (started on first use)."""
     workdir = Path(tempfile.mkdtemp(prefix="hcapadmin-kube-"))
-    kube = KubeAPI(workdir).start()
+    kube = KubeAPI(workdir)
     try:
+        kube.start()
         install_deploymentconfig_crd(kube)
         yield kube
     finally:
