@@ -248,12 +248,18 @@ def undo_block(sctx, params):
 def run_safety_backup(sctx, params):
     params, _conninfo = _ctx(sctx, params)
     _hold(sctx, params, "before:safety_backup")
+    return take_safety_backup(sctx, params, get_driver(), kept="in the catalog")
+
+
+def take_safety_backup(sctx, params, driver, *, kept: str) -> dict:
+    """The safety backup step of every platform's runbook: an ordinary backup
+    through the driver, recorded with its label; ``kept`` says where it stays."""
     sctx.check_cancelled()
-    entry = get_driver().take_backup(log=sctx.log, check=sctx.check_cancelled)
+    entry = driver.take_backup(log=sctx.log, check=sctx.check_cancelled)
     if entry is None:
         sctx.log("The safety backup finished; its file name was not reported (see the catalog).")
         return {"label": SAFETY_LABEL, "backup": None}
-    sctx.log(f"Safety backup {entry.name} ({entry.size_bytes / 1e6:,.1f} MB) is kept in the catalog")
+    sctx.log(f"Safety backup {entry.name} ({entry.size_bytes / 1e6:,.1f} MB) is kept {kept}")
     return {"label": SAFETY_LABEL, "backup": entry.name, "size_bytes": entry.size_bytes, "database": entry.database,
             "kind": entry.kind, "before_restore_of": params["backup"]}
 

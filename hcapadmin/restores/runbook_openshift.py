@@ -48,7 +48,7 @@ from django.conf import settings
 
 from hcapadmin.core.platform import get_driver
 from hcapadmin.jobs.runbook import Step, runbook_kind
-from hcapadmin.restores.runbook import (SAFETY_LABEL, _Cutover, _held_filter, _hold, mark_request, role_memory,
+from hcapadmin.restores.runbook import (_Cutover, _held_filter, _hold, mark_request, role_memory, take_safety_backup,
                                        validate_params)
 from ops import restore
 from ops.errors import Forbidden, Invalid, OpsError, Timeout
@@ -311,14 +311,7 @@ def run_quiesce(sctx, params):
 def run_safety_backup(sctx, params):
     params = _params(params)
     _hold(sctx, params, "before:safety_backup")
-    sctx.check_cancelled()
-    entry = _driver().take_backup(log=sctx.log, check=sctx.check_cancelled)
-    if entry is None:
-        sctx.log("The safety backup finished; its file name was not reported (see the catalog).")
-        return {"label": SAFETY_LABEL, "backup": None}
-    sctx.log(f"Safety backup {entry.name} ({entry.size_bytes / 1e6:,.1f} MB) is kept in the backup pod")
-    return {"label": SAFETY_LABEL, "backup": entry.name, "size_bytes": entry.size_bytes, "database": entry.database,
-            "kind": entry.kind, "before_restore_of": params["backup"]}
+    return take_safety_backup(sctx, params, _driver(), kept="in the backup pod")
 
 
 def _load(sctx, params, driver, conninfo, creds, *, check=None, log=None, **kwargs):
