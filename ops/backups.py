@@ -325,7 +325,9 @@ class UnsafeSQL(VerifyFailed):
 # data block: a looser match (``COPY (SELECT 1) TO stdout -- FROM stdin;``) could
 # make data of what psql runs as commands.
 _IDENT = rb'(?:[a-z_][a-z0-9_$]*|"(?:[^"\n]|"")+")'
-COPY_START_RE = re.compile(rb"COPY (?P<table>" + _IDENT + rb"(?:\." + _IDENT + rb")?) (?:\(" + _IDENT + rb"(?:, "
+# a table's name as pg_dump writes it (schema-qualified, quoted when needed)
+TABLE_NAME = _IDENT + rb"(?:\." + _IDENT + rb")?"
+COPY_START_RE = re.compile(rb"COPY (?P<table>" + TABLE_NAME + rb") (?:\(" + _IDENT + rb"(?:, "
                            + _IDENT + rb")*\))? FROM stdin;\r?\n?")
 # The meta-commands pg_dump and pg_dumpall write, in the forms they write them
 # (appendPsqlMetaConnect: a plain name, or -reuse-previous=on "dbname='...'").

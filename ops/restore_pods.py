@@ -220,7 +220,7 @@ class PodLoadStaging(restore.LoadStaging):
                                             + (found[0] if found else (result.stderr or "").strip()[-300:]
                                                or f"psql in pod {leader} exited {result.returncode}"))
             self.log(f"Loaded {state.bytes / 1e6:,.1f} MB of SQL, {len(reader.copy_rows)} tables, "
-                     f"{sum(reader.copy_rows.values()):,} rows")
+                     f"{sum(reader.copy_rows.values()):,} rows ({len(reader.frozen)} tables written frozen: COPY FREEZE)")
             for item in reader.benign:
                 self.log(f"  skipped (known benign): {item}")
             return self._load_result(staging_oid, self.entry.name, reader, role_result, state.bytes)
