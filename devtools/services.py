@@ -23,7 +23,41 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"
 
 
+# Ports for the servers we start are drawn from below the kernel's ephemeral
+# range: a port the kernel hands out for bind(0) is one it may also give an
+# outgoing connection (a test's HTTP call, psql) in the moment between our
+# check and the server's own bind, which then fails with "address already in use".
+_LISTEN_PORTS_FLOOR = 10000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_port() -> int:
+    """A port nothing listens on, outside the ephemeral range when there is
+    room below it (so no outgoing connection can take it before the server
+    binds it), chosen at random so that test runs side by side rarely meet."""
+    low, _high = _ephemeral_range()
+    if low - _LISTEN_PORTS_FLOOR >= 1000:
+        rng = secrets.SystemRandom()
+        for _ in range(64):
+            port = rng.randrange(_LISTEN_PORTS_FLOOR, low)
+            if _bindable(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
