@@ -289,13 +289,15 @@ def run_load(sctx, params):
     return load.run().as_dict()
 
 
-def undo_load(sctx, params):
-    params, conninfo = _ctx(sctx, params)
+def load_to_undo(sctx, conninfo: str, params: dict) -> dict | None:
+    """What the load step's undo hands to ``LoadStaging.undo``: the step's
+    record, or, when the load never finished (it failed, was cancelled or
+    its worker died), the staging database left under its name (by OID, if
+    any) and the roles it recorded.  None when there is nothing to undo.
+    Both runbooks' load undo use it."""
     data = dict(sctx.data)
     staging = data.get("staging") or restore.staging_name(params["target"], params["stamp"])
     if not data.get("staging_oid"):
-        # the load never finished (it failed, was cancelled or its worker died):
-        # drop a staging database left under its name, if any, and the roles it recorded
         with psycopg.connect(restore.with_dbname(conninfo, restore.MAINTENANCE_DB), autocommit=True,
                              connect_timeout=10) as conn:
             row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (staging,)).fetchone()
@@ -303,7 +305,15 @@ def undo_load(sctx, params):
         if row is None:
             sctx.log(f"{staging} does not exist")
             if not data.get("role_oids"):
-                return
+                return None
+    return data
+
+
+def undo_load(sctx, params):
+    params, conninfo = _ctx(sctx, params)
+    data = load_to_undo(sctx, conninfo, params)
+    if data is None:
+        return
     done = restore.LoadStaging(conninfo, params["path"], params["target"], sha256=params["sha256"],
                                stamp=params["stamp"], log=sctx.log).undo(data)
     sctx.record(undone=True, roles_dropped=done.roles_dropped, roles_kept=done.roles_kept)

@@ -48,8 +48,8 @@ from django.conf import settings
 
 from hcapadmin.core.platform import get_driver
 from hcapadmin.jobs.runbook import Step, runbook_kind
-from hcapadmin.restores.runbook import (_Cutover, _held_filter, _hold, mark_request, role_memory, take_safety_backup,
-                                       validate_params)
+from hcapadmin.restores.runbook import (_Cutover, _held_filter, _hold, load_to_undo, mark_request, role_memory,
+                                        take_safety_backup, validate_params)
 from ops import restore
 from ops.errors import Forbidden, Invalid, OpsError, Timeout
 from ops.platform.base import CronJobState
@@ -335,16 +335,9 @@ def undo_load(sctx, params):
     params = _params(params)
     driver = _driver()
     conninfo, creds = _conninfo(driver, params)
-    data = dict(sctx.data)
-    staging = data.get("staging") or restore.staging_name(params["target"], params["stamp"])
-    if not data.get("staging_oid"):
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (staging,)).fetchone()
-        data.update(target=params["target"], staging=staging, staging_oid=int(row[0]) if row else 0)
-        if row is None:
-            sctx.log(f"{staging} does not exist")
-            if not data.get("role_oids"):
-                return
+    data = load_to_undo(sctx, conninfo, params)
+    if data is None:
+        return
     done = _load(sctx, params, driver, conninfo, creds).undo(data)
     sctx.record(undone=True, roles_dropped=done.roles_dropped, roles_kept=done.roles_kept)
 
